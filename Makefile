@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench promtool clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/charge-capture demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check rules worker tests bench
+	$(BIN)/ruff format --check rules worker tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy rules worker
+
+# promtool (Debian's prometheus package) checks the alert rules and runs their unit tests.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || deploy/install-prometheus.sh
+
+test: $(STAMP) promtool lint typecheck
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/check_throughput.py
+	$(BIN)/python bench/stream_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
