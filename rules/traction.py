@@ -1,0 +1,377 @@
+"""The CPT 97012 rules, one function per rule ID (DESIGN §4).
+
+Each rule is a pure function of one line and its visit (`VisitContext`: every active charge of
+the patient on the date of service, plus the rule pack in force on that date). Correction rules
+return the corrected line and the correction; hold rules return a hold. Nothing here reads a
+clock, a broker or a file: the same visit and pack always give the same findings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rules.codes import is_icd10, is_modifier, is_procedure_code, normalize_icd10
+from rules.model import (
+    ChargeEvent,
+    Correction,
+    Hold,
+    PerformedBy,
+    Specialty,
+    TractionMethod,
+)
+from rules.pack import RulePack
+
+
+@dataclass(frozen=True, slots=True)
+class VisitContext:
+    """What every rule may look at: the visit's active lines and the pack in force."""
+
+    date_of_service: dt.date
+    pack: RulePack
+    lines: tuple[ChargeEvent, ...]  # ordered by (occurred_at, charge_id): arrival order-free
+    ids_by_code: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, lines: list[ChargeEvent], pack: RulePack) -> VisitContext:
+        ordered = tuple(sorted(lines, key=lambda c: (c.occurred_at, c.charge_id)))
+        ids_by_code: dict[str, list[str]] = {}
+        for line in ordered:
+            ids_by_code.setdefault(line.cpt_code, []).append(line.charge_id)
+        return cls(
+            date_of_service=ordered[0].date_of_service if ordered else dt.date.min,
+            pack=pack,
+            lines=ordered,
+            ids_by_code={code: tuple(ids) for code, ids in ids_by_code.items()},
+        )
+
+    def others_with(self, codes: frozenset[str] | tuple[str, ...], line: ChargeEvent) -> list[str]:
+        """Sorted ids of the other lines of the visit billed with any of `codes`."""
+        found = [cid for code in codes for cid in self.ids_by_code.get(code, ())]
+        return sorted(cid for cid in found if cid != line.charge_id)
+
+    def line(self, charge_id: str) -> ChargeEvent:
+        return next(c for c in self.lines if c.charge_id == charge_id)
+
+
+CorrectionRule = Callable[[ChargeEvent, VisitContext], tuple[ChargeEvent, Correction] | None]
+HoldRule = Callable[[ChargeEvent, VisitContext], Hold | None]
+
+# Registries in evaluation order. Corrections run first, in order (GP is appended before GY);
+# holds then judge the corrected line, so TOO_MANY_MODIFIERS counts what would be billed.
+TRACTION_CORRECTIONS: list[tuple[str, CorrectionRule]] = []
+TRACTION_HOLDS: list[tuple[str, HoldRule]] = []
+EVERY_LINE_HOLDS: list[tuple[str, HoldRule]] = []
+
+
+def correction(rule_id: str) -> Callable[[CorrectionRule], CorrectionRule]:
+    def register(rule: CorrectionRule) -> CorrectionRule:
+        TRACTION_CORRECTIONS.append((rule_id, rule))
+        return rule
+
+    return register
+
+
+def hold(rule_id: str, *, every_line: bool = False) -> Callable[[HoldRule], HoldRule]:
+    def register(rule: HoldRule) -> HoldRule:
+        (EVERY_LINE_HOLDS if every_line else TRACTION_HOLDS).append((rule_id, rule))
+        return rule
+
+    return register
+
+
+def _hold(rule_id: str, message: str, related: list[str] | tuple[str, ...] = ()) -> Hold:
+    return Hold(rule_id=rule_id, message=message, related_charge_ids=tuple(related))
+
+
+def _append_modifier(
+    line: ChargeEvent, rule_id: str, modifier: str, why: str
+) -> tuple[ChargeEvent, Correction]:
+    before = line.modifiers
+    after = (*before, modifier)
+    fixed = line.model_copy(update={"modifiers": after})
+    return fixed, Correction(
+        rule_id=rule_id,
+        field="modifiers",
+        before=",".join(before),
+        after=",".join(after),
+        message=f"{modifier} appended: {why}",
+    )
+
+
+# --- corrections (97012 lines) -------------------------------------------------------------
+
+
+@correction("TRACTION_UNITS")
+def traction_units(line: ChargeEvent, visit: VisitContext) -> tuple[ChargeEvent, Correction] | None:
+    cap = visit.pack.traction_max_units
+    if line.units <= cap:
+        return None
+    fixed = line.model_copy(update={"units": cap})
+    return fixed, Correction(
+        rule_id="TRACTION_UNITS",
+        field="units",
+        before=str(line.units),
+        after=str(cap),
+        message=(
+            f"97012 is untimed: {cap} unit per date of service whatever the minutes or "
+            f"areas treated; units cut from {line.units} to {cap}"
+        ),
+    )
+
+
+@correction("GP_REQUIRED")
+def gp_required(line: ChargeEvent, visit: VisitContext) -> tuple[ChargeEvent, Correction] | None:
+    pack = visit.pack
+    if not pack.gp_required(line.payer.plan_type, line.payer.payer_id, visit.date_of_service):
+        return None
+    if pack.therapy_modifiers.intersection(line.modifiers):
+        return None
+    why = f"{line.payer.payer_id} requires a therapy modifier on always-therapy code 97012"
+    return _append_modifier(line, "GP_REQUIRED", "GP", why)
+
+
+@correction("MEDICARE_CHIROPRACTOR_NONCOVERED")
+def medicare_chiropractor_noncovered(
+    line: ChargeEvent, visit: VisitContext
+) -> tuple[ChargeEvent, Correction] | None:
+    pack = visit.pack
+    if line.payer.plan_type not in pack.gy_plan_types:
+        return None
+    if (
+        line.rendering_provider.specialty != Specialty.CHIROPRACTOR
+        or pack.gy_modifier in line.modifiers
+    ):
+        return None
+    why = (
+        "Medicare covers only spinal manipulation from a chiropractor; 97012 is statutorily "
+        "excluded (patient liable, lets a secondary payer pay)"
+    )
+    return _append_modifier(line, "MEDICARE_CHIROPRACTOR_NONCOVERED", pack.gy_modifier, why)
+
+
+# --- holds on every line -------------------------------------------------------------------
+
+
+@hold("INVALID_CHARGE", every_line=True)
+def invalid_charge(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    problems = []
+    if line.units < 1:
+        problems.append(f"units {line.units} < 1")
+    if not is_procedure_code(line.cpt_code):
+        problems.append(f"malformed CPT/HCPCS code {line.cpt_code!r}")
+    bad_modifiers = [m for m in line.modifiers if not is_modifier(m)]
+    if bad_modifiers:
+        problems.append(f"malformed modifier(s) {', '.join(map(repr, bad_modifiers))}")
+    bad_icd = sum(1 for code in line.diagnosis_codes if not is_icd10(code))
+    if bad_icd:
+        # The codes themselves are PHI-adjacent clinical data: count them, don't echo them.
+        problems.append(f"{bad_icd} malformed ICD-10-CM code(s)")
+    if line.date_of_service > line.occurred_at.date():
+        problems.append("date of service is after the capture time")
+    if not problems:
+        return None
+    return _hold("INVALID_CHARGE", "Invalid charge line: " + "; ".join(problems))
+
+
+@hold("TOO_MANY_MODIFIERS", every_line=True)
+def too_many_modifiers(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    cap = visit.pack.max_modifiers
+    if len(line.modifiers) <= cap:
+        return None
+    return _hold(
+        "TOO_MANY_MODIFIERS",
+        f"{len(line.modifiers)} modifiers ({','.join(line.modifiers)}); a claim line carries "
+        f"at most {cap}: choose which to keep",
+    )
+
+
+@hold("NCCI_PTP", every_line=True)
+def ncci_ptp(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    """Official NCCI pairs loaded into the pack: the column-2 line is the one held."""
+    pack, day = visit.pack, visit.date_of_service
+    for edit in pack.ptp_edits:
+        if edit.column2 != line.cpt_code or edit.modifier_indicator == 9 or not edit.in_force(day):
+            continue
+        partners = visit.others_with((edit.column1,), line)
+        if not partners:
+            continue
+        if edit.modifier_indicator == 1 and _has_distinct(pack, [line, *map(visit.line, partners)]):
+            continue
+        allowed = (
+            "allowed only with 59/XE/XS/XP/XU where the service was distinct"
+            if edit.modifier_indicator == 1
+            else "never allowed together (modifier indicator 0)"
+        )
+        return _hold(
+            "NCCI_PTP",
+            f"NCCI edit {edit.column1}/{edit.column2}: {edit.column2} is bundled into "
+            f"{edit.column1} on the same date, {allowed}",
+            partners,
+        )
+    return None
+
+
+@hold("MUE_EXCEEDED", every_line=True)
+def mue_exceeded(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    """Official MUE limits loaded into the pack (97012 itself is TRACTION_UNITS)."""
+    limit = visit.pack.mue_limits.get(line.cpt_code)
+    if limit is None or line.cpt_code == visit.pack.traction_code:
+        return None
+    same_code = visit.ids_by_code.get(line.cpt_code, (line.charge_id,))
+    if limit.adjudication_indicator == 1:
+        units, related = line.units, []
+    else:  # MAI 2/3: the limit is per date of service, across the day's lines of the code
+        units = sum(visit.line(cid).units for cid in same_code)
+        related = [cid for cid in same_code if cid != line.charge_id]
+    if units <= limit.max_units:
+        return None
+    return _hold(
+        "MUE_EXCEEDED",
+        f"{units} units of {line.cpt_code} exceed the NCCI MUE of {limit.max_units} "
+        f"(MAI {limit.adjudication_indicator})",
+        sorted(related),
+    )
+
+
+# --- holds on 97012 lines ------------------------------------------------------------------
+
+
+@hold("TRACTION_DUPLICATE")
+def traction_duplicate(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    same_day = visit.ids_by_code[line.cpt_code]  # ordered by (occurred_at, charge_id)
+    standing = same_day[0]
+    if standing == line.charge_id:
+        return None
+    return _hold(
+        "TRACTION_DUPLICATE",
+        f"97012 is billed once per date of service; {standing} already carries it for this "
+        "visit (the earliest line stands)",
+        [standing],
+    )
+
+
+@hold("NOT_MECHANICAL_TRACTION")
+def not_mechanical_traction(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    method = line.traction.method if line.traction else None
+    pack = visit.pack
+    if method == TractionMethod.ROLLER_TABLE:
+        if line.payer.payer_id in pack.roller_table_unlisted_payer_ids:
+            usual = f"this payer accepts unlisted {pack.roller_table_unlisted_code}"
+        else:
+            usual = f"this payer does not accept unlisted {pack.roller_table_unlisted_code}: none"
+        text = f"roller table (positioning, no device-applied pull) is not 97012; {usual}"
+    elif method == TractionMethod.STATIC_BLOCKS:
+        text = "static traction blocks/wedges apply no traction force: not billable as 97012"
+    elif method == TractionMethod.MANUAL:
+        text = f"manual traction is part of manual therapy: bill {pack.manual_code}, not 97012"
+    else:
+        return None
+    return _hold("NOT_MECHANICAL_TRACTION", f"Method {method}: {text}")
+
+
+@hold("FLEXION_DISTRACTION")
+def flexion_distraction(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    if not line.traction or line.traction.method != TractionMethod.FLEXION_DISTRACTION:
+        return None
+    cmt = visit.others_with(visit.pack.cmt_codes, line)
+    text = "flexion-distraction is part of chiropractic manipulation (CMT 98940-98942)"
+    if cmt:
+        text += "; billing 97012 beside the CMT line on this date is unbundling: bill CMT only"
+    else:
+        text += ": bill the CMT code, not 97012"
+    return _hold("FLEXION_DISTRACTION", text, cmt)
+
+
+@hold("DECOMPRESSION_DEVICE")
+def decompression_device(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    if not line.traction or line.traction.method != TractionMethod.DECOMPRESSION_DEVICE:
+        return None
+    pack = visit.pack
+    codes = "/".join(pack.decompression_codes) or "unlisted"
+    text = f"spinal decompression is not 97012: bill {codes} or unlisted per payer"
+    if (
+        line.payer.plan_type in pack.decompression_ncd_plan_types
+        and visit.date_of_service >= pack.decompression_ncd_from
+    ):
+        modifier = "GA (ABN on file)" if line.abn_on_file else "GZ (no ABN on file)"
+        text += f"; Medicare NCD 160.16: non-covered, bill with {modifier}"
+    return _hold("DECOMPRESSION_DEVICE", text)
+
+
+def _has_distinct(pack: RulePack, lines: list[ChargeEvent]) -> bool:
+    return any(pack.distinct_modifiers.intersection(line.modifiers) for line in lines)
+
+
+@hold("DISTINCT_MODIFIER_MISSING")
+def distinct_modifier_missing(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    pack = visit.pack
+    if pack.distinct_modifiers.intersection(line.modifiers):
+        return None
+    partners = [
+        cid
+        for cid in visit.others_with(pack.distinct_pair_codes, line)
+        if not pack.distinct_modifiers.intersection(visit.line(cid).modifiers)
+    ]
+    if not partners:
+        return None
+    codes = sorted({visit.line(cid).cpt_code for cid in partners})
+    return _hold(
+        "DISTINCT_MODIFIER_MISSING",
+        f"97012 billed with {', '.join(codes)} on the same date and neither line carries "
+        "59/XE/XS/XP/XU; add one only if the service was truly distinct (never just to "
+        "bypass the edit)",
+        partners,
+    )
+
+
+@hold("MODIFIER_59_WITH_X")
+def modifier_59_with_x(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    x = sorted(visit.pack.x_modifiers.intersection(line.modifiers))
+    if "59" not in line.modifiers or not x:
+        return None
+    return _hold(
+        "MODIFIER_59_WITH_X",
+        f"59 and {', '.join(x)} on one line: use the more specific X modifier only",
+    )
+
+
+@hold("SUPERVISION_NOT_MET")
+def supervision_not_met(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    if line.performed_by != PerformedBy.ASSISTANT or line.supervising_provider_in_suite is True:
+        return None
+    state = "not recorded" if line.supervising_provider_in_suite is None else "not in the suite"
+    return _hold(
+        "SUPERVISION_NOT_MET",
+        f"traction applied by an assistant with the supervising provider {state}: the "
+        "provider must be present in the office suite",
+    )
+
+
+@hold("DOCUMENTATION_INCOMPLETE")
+def documentation_incomplete(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    docs = line.documentation
+    missing = [name for name in visit.pack.documentation_required if not getattr(docs, name)]
+    if line.traction is None:
+        missing.append("traction details (method, device, body region)")
+    elif not line.traction.body_regions:
+        missing.append("body region")
+    if not missing:
+        return None
+    readable = ", ".join(m.replace("_", " ") for m in missing)
+    return _hold("DOCUMENTATION_INCOMPLETE", f"documentation missing: {readable}")
+
+
+@hold("DIAGNOSIS_NOT_SUPPORTING")
+def diagnosis_not_supporting(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+    day, pack = visit.date_of_service, visit.pack
+    if any(pack.supporting(normalize_icd10(code), day) for code in line.diagnosis_codes):
+        return None
+    # The codes are clinical data: the message says what is needed, not what was billed.
+    return _hold(
+        "DIAGNOSIS_NOT_SUPPORTING",
+        f"none of the {len(line.diagnosis_codes)} diagnosis code(s) valid on {day} supports "
+        "traction (disc disorder, radiculopathy, neck/back pain, spondylosis, stenosis, "
+        "segmental dysfunction)",
+    )

@@ -1,0 +1,236 @@
+"""Visit state and decision versioning (DESIGN §3, §5), shared by `check`, the worker and replay.
+
+A visit is one patient on one date of service. It keeps, per charge, the winning event (the
+latest by (occurred_at, event_id), so arrival order never matters) and the last decision it
+published. After each change the whole visit is decided again and only the charges whose
+decision changed are published, with the RETRACTED/VOIDED bookkeeping of DESIGN §3.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+from rules.engine import Verdict, decide_visit
+from rules.model import (
+    ChargeDecision,
+    ChargeEvent,
+    DecisionSource,
+    DecisionStatus,
+    EventType,
+)
+from rules.pack import PackSet, RulePack
+
+
+class Ledger(StrEnum):
+    """The two output topics a decision can live on."""
+
+    BILLABLE = "corrected"  # charges.corrected: ACCEPTED / CORRECTED
+    REVIEW = "held"  # charges.held: HELD
+
+    @classmethod
+    def of(cls, status: DecisionStatus) -> Ledger:
+        return cls.REVIEW if status == DecisionStatus.HELD else cls.BILLABLE
+
+
+class VisitKey(NamedTuple):
+    patient_id: str
+    date_of_service: dt.date
+
+    @classmethod
+    def of(cls, event: ChargeEvent) -> VisitKey:
+        return cls(event.patient_id, event.date_of_service)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What a visit remembers of the last decision it published for a charge."""
+
+    version: int
+    status: DecisionStatus
+    ledger: Ledger
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    ledger: Ledger
+    decision: ChargeDecision
+
+
+def _wins(new: ChargeEvent, current: ChargeEvent | None) -> bool:
+    return current is None or (new.occurred_at, new.event_id) > (
+        current.occurred_at,
+        current.event_id,
+    )
+
+
+def fingerprint(verdict: Verdict) -> str:
+    """A stable digest of what a decision says, so restored state compares across processes.
+
+    The event's own id and capture time are left out: a re-sent, unchanged line is not a
+    new decision.
+    """
+    billed = verdict.billed.model_dump(mode="json", exclude={"event_id", "occurred_at"})
+    text = repr((verdict.status.value, billed, verdict.corrections, verdict.holds))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(slots=True)
+class Visit:
+    key: VisitKey
+    charges: dict[str, ChargeEvent] = field(default_factory=dict)  # winning event per charge
+    seen_event_ids: set[str] = field(default_factory=set)
+    published: dict[str, Published] = field(default_factory=dict)
+
+    def active_lines(self) -> list[ChargeEvent]:
+        return [c for c in self.charges.values() if c.event_type == EventType.UPSERT]
+
+    def decide(self, pack: RulePack) -> dict[str, Verdict]:
+        return decide_visit(self.active_lines(), pack)
+
+    def publish_changes(
+        self, pack: RulePack, source: DecisionSource, flags: tuple[str, ...] = ()
+    ) -> list[Publication]:
+        """Decide the visit again; return (and remember) the decisions that changed."""
+        verdicts = self.decide(pack)
+        out: list[Publication] = []
+        for charge_id in sorted(self.charges):
+            verdict = verdicts.get(charge_id)
+            if verdict is None:
+                out.extend(self._void(charge_id, pack, source, flags))
+            else:
+                out.extend(self._decided(charge_id, verdict, pack, source, flags))
+        return out
+
+    def _decided(
+        self,
+        charge_id: str,
+        verdict: Verdict,
+        pack: RulePack,
+        source: DecisionSource,
+        flags: tuple[str, ...],
+    ) -> Iterator[Publication]:
+        before = self.published.get(charge_id)
+        digest = fingerprint(verdict)
+        if before is not None and before.fingerprint == digest:
+            return
+        version = before.version + 1 if before else 1
+        status, ledger = verdict.status, Ledger.of(verdict.status)
+        decision = _decision(self.key, verdict, status, version, pack, source, flags)
+        left = before is not None and before.status != DecisionStatus.VOIDED
+        if left and before is not None and before.ledger != ledger:
+            yield Publication(before.ledger, _retract(decision, DecisionStatus.RETRACTED))
+        self.published[charge_id] = Published(version, status, ledger, digest)
+        yield Publication(ledger, decision)
+
+    def _void(
+        self, charge_id: str, pack: RulePack, source: DecisionSource, flags: tuple[str, ...]
+    ) -> Iterator[Publication]:
+        before = self.published.get(charge_id)
+        if before is not None and before.status == DecisionStatus.VOIDED:
+            return
+        # A charge voided before any decision was published is still announced, on the
+        # billable ledger, so a table reader knows the charge_id is not to be billed.
+        ledger = before.ledger if before else Ledger.BILLABLE
+        version = before.version + 1 if before else 1
+        voided = Verdict(billed=self.charges[charge_id], corrections=(), holds=())
+        decision = _decision(self.key, voided, DecisionStatus.VOIDED, version, pack, source, flags)
+        self.published[charge_id] = Published(version, DecisionStatus.VOIDED, ledger, "")
+        yield Publication(ledger, decision)
+
+
+def _decision(
+    key: VisitKey,
+    verdict: Verdict,
+    status: DecisionStatus,
+    version: int,
+    pack: RulePack,
+    source: DecisionSource,
+    flags: tuple[str, ...],
+) -> ChargeDecision:
+    # Every part is already a validated model: construct without validating again.
+    return ChargeDecision.model_construct(
+        charge_id=verdict.billed.charge_id,
+        patient_id=key.patient_id,
+        date_of_service=key.date_of_service,
+        status=status,
+        charge=verdict.billed,
+        corrections=verdict.corrections,
+        holds=verdict.holds,
+        decision_version=version,
+        rule_pack=pack.ref,
+        source=source,
+        flags=flags,
+    )
+
+
+def _retract(replacement: ChargeDecision, status: DecisionStatus) -> ChargeDecision:
+    """The record for the ledger a charge leaves: same version as the decision replacing it."""
+    return replacement.model_copy(update={"status": status, "corrections": (), "holds": ()})
+
+
+class VisitBook:
+    """Visits by (patient, date of service) plus the visit each charge currently lives in.
+
+    A charge whose later UPSERT carries another date of service moves to that visit, taking
+    its published history along so its decision_version keeps counting.
+    """
+
+    def __init__(self) -> None:
+        self.visits: dict[VisitKey, Visit] = {}
+        self.home: dict[str, VisitKey] = {}
+
+    def add_visit(self, visit: Visit) -> None:
+        self.visits[visit.key] = visit
+        for charge_id in visit.charges:
+            self.home[charge_id] = visit.key
+
+    def drop_visit(self, key: VisitKey) -> Visit | None:
+        visit = self.visits.pop(key, None)
+        if visit is not None:
+            for charge_id in visit.charges:
+                if self.home.get(charge_id) == key:
+                    del self.home[charge_id]
+        return visit
+
+    def apply(self, event: ChargeEvent) -> list[VisitKey]:
+        """Fold one event in; return the visits whose charges changed (to decide again)."""
+        key = VisitKey.of(event)
+        visit = self.visits.get(key)
+        if visit is None:
+            visit = self.visits[key] = Visit(key)
+        if event.event_id in visit.seen_event_ids:
+            return []
+        visit.seen_event_ids.add(event.event_id)
+        home_key = self.home.get(event.charge_id, key)
+        home = self.visits.get(home_key)
+        current = home.charges.get(event.charge_id) if home else None
+        if not _wins(event, current):
+            return []
+        visit.charges[event.charge_id] = event
+        self.home[event.charge_id] = key
+        if home is None or home_key == key:
+            return [key]
+        del home.charges[event.charge_id]
+        moved = home.published.pop(event.charge_id, None)
+        if moved is not None:
+            visit.published[event.charge_id] = moved
+        return [home_key, key]
+
+
+def decide_events(events: Iterable[ChargeEvent], packs: PackSet) -> dict[str, Verdict | None]:
+    """Final verdict per charge (None = voided) for a sequence of events, folded in order."""
+    book = VisitBook()
+    for event in events:
+        book.apply(event)
+    final: dict[str, Verdict | None] = {}
+    for key, visit in book.visits.items():
+        verdicts = visit.decide(packs.for_date(key.date_of_service))
+        for charge_id in visit.charges:
+            final[charge_id] = verdicts.get(charge_id)
+    return final

@@ -1,0 +1,119 @@
+"""`charge-capture check`: the visit logic over a JSON-lines file, offline, in file order."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from rules.engine import Verdict
+from rules.model import ChargeEvent, DecisionStatus
+from rules.pack import PackSet
+from rules.visit import VisitBook
+
+
+@dataclass
+class CheckReport:
+    events: int = 0
+    rejected: list[str] = field(default_factory=list)  # "line N: reason"
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Field path and problem for each error, never the offending value (it may be PHI)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "record"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def read_events(lines: IO[str], report: CheckReport) -> Iterator[ChargeEvent]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = ChargeEvent.model_validate_json(line)
+        except ValidationError as error:
+            report.rejected.append(f"line {number}: {describe_validation_error(error)}")
+            continue
+        report.events += 1
+        yield event
+
+
+def decision_line(charge: ChargeEvent, verdict: Verdict | None) -> dict[str, Any]:
+    """The per-charge output of DESIGN §6 `check`."""
+    if verdict is None:
+        verdict = Verdict(billed=charge, corrections=(), holds=())
+        status = DecisionStatus.VOIDED
+    else:
+        status = verdict.status
+    billed, corrections, holds = verdict.billed, verdict.corrections, verdict.holds
+    return {
+        "charge_id": billed.charge_id,
+        "status": status.value,
+        "cpt_code": billed.cpt_code,
+        "modifiers": list(billed.modifiers),
+        "units": billed.units,
+        "corrections": [c.model_dump(mode="json") for c in corrections],
+        "holds": [h.model_dump(mode="json") for h in holds],
+    }
+
+
+def run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
+    report = CheckReport()
+    started = time.perf_counter()
+    book = VisitBook()
+    for event in read_events(source, report):
+        book.apply(event)
+    # Decisions depend only on each visit's final set of charges, so deciding every visit
+    # once at the end gives the same final decisions as deciding after every event.
+    finals: dict[str, dict[str, Any]] = {}
+    for key, visit in book.visits.items():
+        verdicts = visit.decide(packs.for_date(key.date_of_service))
+        for charge_id, charge in visit.charges.items():
+            finals[charge_id] = decision_line(charge, verdicts.get(charge_id))
+    for charge_id in sorted(finals):
+        line = finals[charge_id]
+        report.by_status[line["status"]] += 1
+        for item in (*line["corrections"], *line["holds"]):
+            report.by_rule[item["rule_id"]] += 1
+        out.write(json.dumps(line, separators=(",", ":")) + "\n")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def format_summary(report: CheckReport) -> str:
+    rate = report.events / report.seconds if report.seconds else 0.0
+    rows = [
+        f"events read {report.events}, rejected lines {len(report.rejected)}, "
+        f"{report.seconds:.2f} s ({rate:,.0f} events/s)",
+        "",
+        f"{'status':<34}{'charges':>9}",
+    ]
+    rows += [f"{status:<34}{n:>9}" for status, n in sorted(report.by_status.items())]
+    rows += ["", f"{'rule_id':<34}{'lines':>9}"]
+    rows += [f"{rule:<34}{n:>9}" for rule, n in sorted(report.by_rule.items())]
+    return "\n".join(rows)
+
+
+def check_file(path: Path, out_path: Path | None, packs: PackSet) -> CheckReport:
+    with path.open(encoding="utf-8") as source:
+        if out_path is None:
+            report = run_check(source, sys.stdout, packs)
+        else:
+            with out_path.open("w", encoding="utf-8") as out:
+                report = run_check(source, out, packs)
+    for problem in report.rejected:
+        print(f"rejected {problem}", file=sys.stderr)
+    print(format_summary(report), file=sys.stderr)
+    return report
