@@ -94,17 +94,25 @@ class Visit:
         return decide_visit(self.active_lines(), pack)
 
     def publish_changes(
-        self, pack: RulePack, source: DecisionSource, flags: tuple[str, ...] = ()
+        self,
+        pack: RulePack,
+        source: DecisionSource,
+        flags: tuple[str, ...] = (),
+        first_version: int = 1,
     ) -> list[Publication]:
-        """Decide the visit again; return (and remember) the decisions that changed."""
+        """Decide the visit again; return (and remember) the decisions that changed.
+
+        `first_version` numbers a charge this visit has never published; a visit rebuilt
+        after its state expired starts above anything it can have published before.
+        """
         verdicts = self.decide(pack)
         out: list[Publication] = []
         for charge_id in sorted(self.charges):
             verdict = verdicts.get(charge_id)
             if verdict is None:
-                out.extend(self._void(charge_id, pack, source, flags))
+                out.extend(self._void(charge_id, pack, source, flags, first_version))
             else:
-                out.extend(self._decided(charge_id, verdict, pack, source, flags))
+                out.extend(self._decided(charge_id, verdict, pack, source, flags, first_version))
         return out
 
     def _decided(
@@ -114,12 +122,13 @@ class Visit:
         pack: RulePack,
         source: DecisionSource,
         flags: tuple[str, ...],
+        first_version: int,
     ) -> Iterator[Publication]:
         before = self.published.get(charge_id)
         digest = fingerprint(verdict)
         if before is not None and before.fingerprint == digest:
             return
-        version = before.version + 1 if before else 1
+        version = before.version + 1 if before else first_version
         status, ledger = verdict.status, Ledger.of(verdict.status)
         decision = _decision(self.key, verdict, status, version, pack, source, flags)
         left = before is not None and before.status != DecisionStatus.VOIDED
@@ -129,7 +138,12 @@ class Visit:
         yield Publication(ledger, decision)
 
     def _void(
-        self, charge_id: str, pack: RulePack, source: DecisionSource, flags: tuple[str, ...]
+        self,
+        charge_id: str,
+        pack: RulePack,
+        source: DecisionSource,
+        flags: tuple[str, ...],
+        first_version: int,
     ) -> Iterator[Publication]:
         before = self.published.get(charge_id)
         if before is not None and before.status == DecisionStatus.VOIDED:
@@ -137,7 +151,7 @@ class Visit:
         # A charge voided before any decision was published is still announced, on the
         # billable ledger, so a table reader knows the charge_id is not to be billed.
         ledger = before.ledger if before else Ledger.BILLABLE
-        version = before.version + 1 if before else 1
+        version = before.version + 1 if before else first_version
         voided = Verdict(billed=self.charges[charge_id], corrections=(), holds=())
         decision = _decision(self.key, voided, DecisionStatus.VOIDED, version, pack, source, flags)
         self.published[charge_id] = Published(version, DecisionStatus.VOIDED, ledger, "")

@@ -17,6 +17,7 @@ from rules.engine import Verdict
 from rules.model import ChargeEvent, DecisionStatus
 from rules.pack import PackSet
 from rules.visit import VisitBook
+from worker.serde import describe
 
 
 @dataclass
@@ -28,15 +29,6 @@ class CheckReport:
     seconds: float = 0.0
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """Field path and problem for each error, never the offending value (it may be PHI)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "record"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def read_events(lines: IO[str], report: CheckReport) -> Iterator[ChargeEvent]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -44,7 +36,7 @@ def read_events(lines: IO[str], report: CheckReport) -> Iterator[ChargeEvent]:
         try:
             event = ChargeEvent.model_validate_json(line)
         except ValidationError as error:
-            report.rejected.append(f"line {number}: {describe_validation_error(error)}")
+            report.rejected.append(f"line {number}: {describe(error)}")
             continue
         report.events += 1
         yield event

@@ -1,0 +1,526 @@
+"""The streaming worker: charge events in, versioned decisions out, exactly once (DESIGN §1, §5).
+
+One loop: poll a batch, fold each event into its partition's visit state, publish the decisions
+that changed, write the touched visits to the changelog, and commit outputs, changelog and
+consumed offsets in one transaction. Any failure inside a batch aborts it and restarts the
+instance (new clients, state restored from the changelog), as Kafka Streams does with a
+corrupted task: the in-memory state is never trusted past an aborted transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from rules.model import ChargeDecision, ChargeEvent, DeadLetter, DecisionSource, ErrorKind
+from rules.pack import PackSet, load_packs
+from rules.visit import Ledger, VisitKey
+from worker.assignor import CopartitionedCooperativeStickyAssignor
+from worker.config import Guarantee, WorkerConfig
+from worker.logs import fields
+from worker.metrics import Health, Metrics
+from worker.serde import Codec, UndecidableRecord
+from worker.state import EXPIRED_FLAG, PartitionState, is_committed, offset_headers
+
+log = logging.getLogger("charge_capture.worker")
+T = TypeVar("T")
+
+
+class InstanceRestart(Exception):
+    """Drop clients and state, rejoin the group and restore: the batch did not commit."""
+
+
+class CallDeadlineExceeded(Exception):
+    """A transactional call did not return in time: the instance fails loudly."""
+
+
+def with_deadline(call: Callable[[], T], seconds: float, what: str) -> T:
+    """Run a blocking client call that has no timeout of its own, under a deadline."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name=f"deadline:{what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise CallDeadlineExceeded(f"{what} did not return within {seconds:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    value: T = outcome["value"]
+    return value
+
+
+@dataclass
+class _Batch:
+    """Where one polled batch ends, per input partition (next offsets to consume)."""
+
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    events: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        packs: PackSet | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.packs = packs or load_packs(config.rules_dir)
+        self.codec = codec or Codec()
+        self.retention = dt.timedelta(days=config.retention_days)
+        self.states: dict[int, PartitionState] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self.restarts = 0
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._restorer: KafkaConsumer | None = None
+        self._joined = False
+        # Assigned partition numbers waiting for restoration by the poll loop: rebalance
+        # callbacks run on kafka-python's IO thread, where no blocking call is allowed.
+        self._to_restore: set[int] = set()
+
+    @property
+    def inputs(self) -> tuple[str, str]:
+        return (self.config.input_topic, self.config.repartition_topic)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.config.processing_guarantee == Guarantee.EXACTLY_ONCE
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until `stop` is set, restarting the instance after a failed batch."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self._session(stop)
+                return
+            except InstanceRestart as reason:
+                self.restarts += 1
+                log.warning(
+                    "instance restart", extra=fields(reason=str(reason), restarts=self.restarts)
+                )
+                # Backoff keeps a broker outage from turning into a tight reconnect loop.
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _session(self, stop: threading.Event) -> None:
+        self.health.set_ready(False, "starting")
+        self._open_clients()
+        try:
+            consumer = self._consumer
+            assert consumer is not None
+            consumer.subscribe(list(self.inputs), listener=_Listener(self))
+            while not stop.is_set():
+                self.health.mark_loop_alive()
+                records = consumer.poll(
+                    timeout_ms=self.config.commit_interval_ms,
+                    max_records=self.config.max_poll_records,
+                )
+                if self._to_restore:
+                    self._restore_pending()
+                if records:
+                    self._process_batch(records)
+                self._update_gauges()
+        finally:
+            self._close_clients()
+
+    def _kafka_common(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.config.bootstrap_servers,
+            "client_id": f"{self.config.app_id}-{self.config.instance_id}",
+            **self.config.security.kafka_kwargs(),
+        }
+
+    def _open_clients(self) -> None:
+        cfg = self.config
+        isolation = "read_committed" if self.exactly_once else "read_uncommitted"
+        self._consumer = KafkaConsumer(
+            **self._kafka_common(),
+            group_id=cfg.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=isolation,
+            partition_assignment_strategy=(CopartitionedCooperativeStickyAssignor,),
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_records=cfg.max_poll_records,
+        )
+        producer_options: dict[str, Any] = {
+            "acks": "all",
+            "linger_ms": 5,
+            "batch_size": 256 * 1024,
+            "compression_type": "lz4",
+        }
+        if self.exactly_once:
+            producer_options.update(
+                transactional_id=cfg.transactional_id,
+                transaction_timeout_ms=cfg.transaction_timeout_ms,
+            )
+        else:
+            producer_options.update(enable_idempotence=True)
+        self._producer = KafkaProducer(**self._kafka_common(), **producer_options)
+        if self.exactly_once:
+            # Fences this instance's previous incarnation and aborts its open transaction.
+            with_deadline(self._producer.init_transactions, cfg.call_deadline_s, "init_txn")
+        self._restorer = KafkaConsumer(
+            **self._kafka_common(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level=isolation,
+        )
+        log.info(
+            "worker started",
+            extra=fields(
+                group=cfg.group,
+                transactional_id=cfg.transactional_id if self.exactly_once else None,
+                guarantee=cfg.processing_guarantee.value,
+            ),
+        )
+
+    def _close_clients(self) -> None:
+        self.health.set_ready(False, "stopped")
+        for client in (self._consumer, self._restorer):
+            if client is not None:
+                try:
+                    client.close(autocommit=False)
+                except Exception:  # closing after a failure: nothing more to do
+                    log.debug("consumer close failed", exc_info=True)
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception:
+                log.debug("producer close failed", exc_info=True)
+        self._consumer = self._producer = self._restorer = None
+        self._drop_partitions(list(self.states))
+        self._joined = False
+
+    # -- rebalance ---------------------------------------------------------------------------
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        """IO thread: pause the new partitions until the loop has restored their state."""
+        self._joined = True
+        self.metrics.rebalances.labels(kind="assigned").inc()
+        new = {tp.partition for tp in partitions} - set(self.states)
+        if new:
+            assert self._consumer is not None
+            self._consumer.pause(*partitions)
+            self._to_restore |= new
+        self._set_ready()
+
+    def on_revoked(self, partitions: Iterable[TopicPartition], *, lost: bool = False) -> None:
+        # The loop never polls with a transaction open, so there is nothing to finish here.
+        self.metrics.rebalances.labels(kind="lost" if lost else "revoked").inc()
+        numbers = sorted({tp.partition for tp in partitions})
+        self._to_restore.difference_update(numbers)
+        self._drop_partitions(numbers)
+        self._set_ready()
+
+    def _restore_pending(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        numbers = sorted(self._to_restore)
+        self._restore(numbers)
+        self._to_restore.difference_update(numbers)
+        consumer.resume(*[TopicPartition(t, n) for t in self.inputs for n in numbers])
+        self._set_ready()
+
+    def _set_ready(self) -> None:
+        count = len(self.states)
+        self.metrics.partitions_assigned.set(count)
+        if self._to_restore:
+            self.health.set_ready(False, f"restoring {len(self._to_restore)} partition(s)")
+        else:
+            # No partitions is ready too: a spare replica has nothing to restore.
+            self.health.set_ready(self._joined, f"consuming {count} partition(s)")
+
+    def _drop_partitions(self, numbers: list[int]) -> None:
+        for number in numbers:
+            self.states.pop(number, None)
+            for topic in self.inputs:
+                self.committed.pop(TopicPartition(topic, number), None)
+        self.metrics.forget_partitions((t, n) for t in self.inputs for n in numbers)
+
+    def _restore(self, numbers: list[int]) -> None:
+        """Rebuild state of `numbers` from the changelog, skipping uncommitted work."""
+        consumer, restorer = self._consumer, self._restorer
+        assert consumer is not None and restorer is not None
+        started = time.monotonic()
+        committed: dict[int, dict[str, int]] = {}
+        for number in numbers:
+            committed[number] = {}
+            for topic in self.inputs:
+                tp = TopicPartition(topic, number)
+                offset = consumer.committed(tp) or 0
+                committed[number][topic] = offset
+                self.committed[tp] = offset
+        states = {n: PartitionState(n, self.retention) for n in numbers}
+        tps = [TopicPartition(self.config.changelog_topic, n) for n in numbers]
+        restorer.assign(tps)
+        restorer.seek_to_beginning(*tps)
+        pending, restored = set(tps), 0
+        deadline = started + max(120.0, 3 * self.config.transaction_timeout_ms / 1000)
+        while pending:
+            for tp, records in restorer.poll(timeout_ms=200, max_records=5000).items():
+                for record in records:
+                    if is_committed(record.headers or [], committed[tp.partition]):
+                        states[tp.partition].restore(record.key, record.value)
+                        restored += 1
+            # End of the changelog is the highwater seen on a fetch, not ListOffsets (Tansu).
+            for tp in list(pending):
+                highwater = restorer.highwater(tp)
+                if highwater is not None and restorer.position(tp) >= highwater:
+                    pending.discard(tp)
+            self.health.mark_loop_alive()
+            if time.monotonic() > deadline:
+                raise InstanceRestart(f"changelog restore of {sorted(numbers)} timed out")
+        restorer.assign([])
+        self.states.update(states)
+        seconds = time.monotonic() - started
+        self.metrics.restore_seconds.observe(seconds)
+        self.metrics.restore_records.inc(restored)
+        log.info(
+            "state restored",
+            extra=fields(
+                partitions=numbers,
+                records=restored,
+                visits=sum(len(s.book.visits) for s in states.values()),
+                seconds=round(seconds, 3),
+            ),
+        )
+
+    # -- processing --------------------------------------------------------------------------
+
+    def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        started = time.monotonic()
+        batch = _Batch()
+        try:
+            if self.exactly_once:
+                producer.begin_transaction()
+            for tp, partition_records in records.items():
+                state = self.states.get(tp.partition)
+                if state is None or tp.partition in self._to_restore:
+                    # Not restored (or revoked meanwhile): read these again once it is.
+                    consumer.seek(tp, partition_records[0].offset)
+                    continue
+                for record in partition_records:
+                    self._process_record(record, state)
+                    batch.events += 1
+                batch.next_offsets[tp] = partition_records[-1].offset + 1
+                self.metrics.events_consumed.labels(topic=tp.topic).inc(len(partition_records))
+            self._write_changelog(batch)
+            self._commit(batch)
+        except CallDeadlineExceeded:
+            raise
+        except Exception as error:
+            self._abort(error)
+            raise InstanceRestart(f"batch failed: {type(error).__name__}: {error}") from error
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.metrics.last_progress.set(time.time())
+
+    def _process_record(self, record: Any, state: PartitionState) -> None:
+        try:
+            event = self.codec.decode_event(record.value)
+        except UndecidableRecord as bad:
+            self._dead_letter(record, bad.kind, bad.message)
+            return
+        if record.key != event.patient_id.encode():
+            self._rekey(record, event)
+            return
+        source = DecisionSource(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_id=event.event_id,
+        )
+        state.observe(event)
+        key = VisitKey.of(event)
+        expired = state.expire_if_due(key)
+        flags = (EXPIRED_FLAG,) if expired else ()
+        # A visit rebuilt after expiry numbers its decisions above any it published before.
+        first_version = int(event.occurred_at.timestamp()) if expired else 1
+        for visit_key in state.book.apply(event):
+            visit = state.book.visits[visit_key]
+            pack = self.packs.for_date(visit_key.date_of_service)
+            for publication in visit.publish_changes(pack, source, flags, first_version):
+                self._publish(publication.ledger, publication.decision, event)
+            state.dirty.add(visit_key)
+        if expired:
+            state.expire_if_due(key)
+
+    def _rekey(self, record: Any, event: ChargeEvent) -> None:
+        assert self._producer is not None
+        if record.topic == self.config.repartition_topic:
+            message = "record on the repartition topic is not keyed by its patient"
+            self._dead_letter(record, ErrorKind.REPARTITION, message)
+            return
+        # Same transaction: the re-keyed copy and this record's offset commit together.
+        self._producer.send(
+            self.config.repartition_topic, key=event.patient_id.encode(), value=record.value
+        )
+        log.debug("re-keyed", extra=fields(offset=record.offset, event_id=event.event_id))
+
+    def _publish(self, ledger: Ledger, decision: ChargeDecision, event: ChargeEvent) -> None:
+        assert self._producer is not None
+        topic = self.config.held_topic if ledger is Ledger.REVIEW else self.config.corrected_topic
+        self._producer.send(
+            topic, key=decision.charge_id.encode(), value=self.codec.encode_decision(decision)
+        )
+        metrics = self.metrics
+        metrics.decisions.labels(status=decision.status.value).inc()
+        if decision.status not in ("RETRACTED", "VOIDED"):
+            for correction in decision.corrections:
+                metrics.corrections.labels(rule_id=correction.rule_id).inc()
+            for hold in decision.holds:
+                metrics.holds.labels(rule_id=hold.rule_id).inc()
+        lag = (dt.datetime.now(dt.UTC) - event.occurred_at).total_seconds()
+        metrics.event_to_decision_seconds.observe(max(lag, 0.0))
+
+    def _dead_letter(self, record: Any, kind: ErrorKind, message: str) -> None:
+        assert self._producer is not None
+        timestamp = (
+            dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
+            if record.timestamp and record.timestamp > 0
+            else None
+        )
+        letter = DeadLetter(
+            key=record.key,
+            value=record.value,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            source_timestamp=timestamp,
+            error_kind=kind,
+            error_message=message,
+        )
+        self._producer.send(
+            self.config.dlq_topic, key=record.key, value=self.codec.encode_dead_letter(letter)
+        )
+        self.metrics.dlq_records.labels(error_kind=kind.value).inc()
+        log.warning(
+            "dead-lettered",
+            extra=fields(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error_kind=kind.value,
+                error=message,
+            ),
+        )
+
+    def _write_changelog(self, batch: _Batch) -> None:
+        assert self._producer is not None
+        last_offsets: dict[int, dict[str, int]] = {}
+        for tp, next_offset in batch.next_offsets.items():
+            last_offsets.setdefault(tp.partition, {})[tp.topic] = next_offset - 1
+        for number, offsets in last_offsets.items():
+            state = self.states[number]
+            state.sweep()
+            headers = offset_headers(offsets)
+            for write in state.take_writes():
+                self._producer.send(
+                    self.config.changelog_topic,
+                    key=write.key,
+                    value=write.value,
+                    partition=number,
+                    headers=headers,
+                )
+
+    def _commit(self, batch: _Batch) -> None:
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        deadline = self.config.call_deadline_s
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in batch.next_offsets.items()}
+        if self.exactly_once:
+            metadata = consumer.group_metadata()
+            with_deadline(
+                lambda: producer.send_offsets_to_transaction(offsets, metadata),
+                deadline,
+                "send_offsets_to_transaction",
+            )
+            with_deadline(producer.commit_transaction, deadline, "commit_transaction")
+        else:
+            with_deadline(producer.flush, deadline, "flush")
+            consumer.commit(offsets)
+        self.metrics.transactions.labels(outcome="committed").inc()
+        self.committed.update(batch.next_offsets)
+
+    def _abort(self, error: Exception) -> None:
+        log.error("batch failed; aborting", extra=fields(error=f"{type(error).__name__}: {error}"))
+        self.metrics.transactions.labels(outcome="aborted").inc()
+        producer = self._producer
+        if producer is None or not self.exactly_once:
+            return
+        try:
+            with_deadline(producer.abort_transaction, self.config.call_deadline_s, "abort")
+        except (KafkaError, CallDeadlineExceeded, Exception):
+            # Fenced or broken: the transaction dies with the producer (the broker aborts it
+            # at transaction.timeout.ms); the restart below builds fresh clients.
+            log.warning("abort failed", exc_info=True)
+
+    # -- gauges ------------------------------------------------------------------------------
+
+    def _update_gauges(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        visits = 0
+        for number, state in self.states.items():
+            visits += len(state.book.visits)
+            for topic in self.inputs:
+                tp = TopicPartition(topic, number)
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    lag = max(highwater - self.committed.get(tp, 0), 0)
+                    self.metrics.consumer_lag.labels(topic=topic, partition=str(number)).set(lag)
+        self.metrics.state_visits.set(visits)
+
+    def caught_up(self) -> bool:
+        """All assigned input partitions committed up to the highwater seen on a fetch."""
+        consumer = self._consumer
+        if consumer is None or not self.states:
+            return False
+        for number in self.states:
+            tp = TopicPartition(self.config.input_topic, number)
+            highwater = consumer.highwater(tp)
+            if highwater is None or self.committed.get(tp, 0) < highwater:
+                return False
+        return True
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.worker.on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.worker.on_assigned(assigned)
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        self.worker.on_revoked(lost, lost=True)

@@ -1,0 +1,75 @@
+"""The topics of the data flow (DESIGN §1), and reading a topic range to its end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from worker.broker import TopicSpec, create_topics
+from worker.config import WorkerConfig
+
+
+def topic_specs(config: WorkerConfig) -> list[TopicSpec]:
+    n = config.partitions
+    return [
+        TopicSpec(config.input_topic, n),
+        # The repartition topic must match the input's partition count: partition p of both
+        # feeds one state store.
+        TopicSpec(config.repartition_topic, n),
+        TopicSpec(config.corrected_topic, n, {"cleanup.policy": "compact,delete"}),
+        TopicSpec(config.held_topic, n, {"cleanup.policy": "compact,delete"}),
+        TopicSpec(config.dlq_topic, n),
+        TopicSpec(config.changelog_topic, n, {"cleanup.policy": "compact"}),
+    ]
+
+
+def ensure_topics(config: WorkerConfig) -> list[str]:
+    assert config.bootstrap_servers
+    return create_topics(config.bootstrap_servers, topic_specs(config))
+
+
+def read_to_end(
+    bootstrap_servers: str,
+    topics: list[str],
+    *,
+    isolation_level: str = "read_committed",
+    timeout_s: float = 60.0,
+    **client: Any,
+) -> Iterator[Any]:
+    """Every record of `topics` from the beginning up to the highwater seen on a fetch.
+
+    The end is taken from fetch responses (`highwater()`), not ListOffsets LATEST, which
+    Tansu answers wrongly (DESIGN §8).
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        **client,
+    )
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        pending = set(tps)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            for records in consumer.poll(timeout_ms=200, max_records=10_000).values():
+                yield from records
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and consumer.position(tp) >= highwater:
+                    pending.discard(tp)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topics} did not reach the end in {timeout_s} s")
+    finally:
+        consumer.close(autocommit=False)
