@@ -24,13 +24,13 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from rules.model import ChargeDecision, ChargeEvent, DeadLetter, DecisionSource, ErrorKind
 from rules.pack import PackSet, load_packs
-from rules.visit import Ledger, VisitKey
+from rules.visit import Ledger
 from worker.assignor import CopartitionedCooperativeStickyAssignor
 from worker.config import Guarantee, WorkerConfig
 from worker.logs import fields
 from worker.metrics import Health, Metrics
 from worker.serde import Codec, UndecidableRecord
-from worker.state import EXPIRED_FLAG, PartitionState, is_committed, offset_headers
+from worker.state import PartitionState, is_committed, offset_headers
 
 log = logging.getLogger("charge_capture.worker")
 T = TypeVar("T")
@@ -357,20 +357,8 @@ class Worker:
             offset=record.offset,
             event_id=event.event_id,
         )
-        state.observe(event)
-        key = VisitKey.of(event)
-        expired = state.expire_if_due(key)
-        flags = (EXPIRED_FLAG,) if expired else ()
-        # A visit rebuilt after expiry numbers its decisions above any it published before.
-        first_version = int(event.occurred_at.timestamp()) if expired else 1
-        for visit_key in state.book.apply(event):
-            visit = state.book.visits[visit_key]
-            pack = self.packs.for_date(visit_key.date_of_service)
-            for publication in visit.publish_changes(pack, source, flags, first_version):
-                self._publish(publication.ledger, publication.decision, event)
-            state.dirty.add(visit_key)
-        if expired:
-            state.expire_if_due(key)
+        for publication in state.decide(event, source, self.packs):
+            self._publish(publication.ledger, publication.decision, event)
 
     def _rekey(self, record: Any, event: ChargeEvent) -> None:
         assert self._producer is not None

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.model import ChargeEvent, DecisionStatus
-from rules.visit import Ledger, Published, Visit, VisitBook, VisitKey
+from rules.model import ChargeEvent, DecisionSource, DecisionStatus
+from rules.pack import PackSet
+from rules.visit import Ledger, Publication, Published, Visit, VisitBook, VisitKey
 
 META_KEY = b"\x00partition-meta"
 OFFSET_HEADER_PREFIX = "input-offset:"
@@ -105,6 +106,31 @@ class PartitionState:
         for key in [k for k in self.book.visits if self.is_expired(k)]:
             self.book.drop_visit(key)
             self.expired.add(key)
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decide(
+        self, event: ChargeEvent, source: DecisionSource, packs: PackSet
+    ) -> list[Publication]:
+        """Fold one event into its visit and return the decisions that changed.
+
+        The one place the live worker and replay decide an event, so both agree.
+        """
+        self.observe(event)
+        key = VisitKey.of(event)
+        expired = self.expire_if_due(key)
+        flags = (EXPIRED_FLAG,) if expired else ()
+        # A visit rebuilt after expiry numbers its decisions above any it published before.
+        first_version = int(event.occurred_at.timestamp()) if expired else 1
+        out: list[Publication] = []
+        for visit_key in self.book.apply(event):
+            visit = self.book.visits[visit_key]
+            pack = packs.for_date(visit_key.date_of_service)
+            out += visit.publish_changes(pack, source, flags, first_version)
+            self.dirty.add(visit_key)
+        if expired:
+            self.expire_if_due(key)
+        return out
 
     # -- changelog --------------------------------------------------------------------------
 
