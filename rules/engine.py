@@ -38,19 +38,22 @@ def decide_visit(lines: Iterable[ChargeEvent], pack: RulePack) -> dict[str, Verd
     return {line.charge_id: _decide_line(line, visit) for line in visit.lines}
 
 
+# The rule functions in evaluation order, resolved once: this loop runs for every line.
+_FIXES = tuple(rule for _, rule in TRACTION_CORRECTIONS)
+_LINE_HOLDS = tuple(rule for _, rule in EVERY_LINE_HOLDS)
+_TRACTION_HOLDS = _LINE_HOLDS + tuple(rule for _, rule in TRACTION_HOLDS)
+
+
 def _decide_line(line: ChargeEvent, visit: VisitContext) -> Verdict:
     corrections: list[Correction] = []
-    holds: list[Hold] = []
-    is_traction = line.cpt_code == visit.pack.traction_code
-    if is_traction:
-        for _rule_id, fix in TRACTION_CORRECTIONS:
+    if line.cpt_code == visit.pack.traction_code:
+        for fix in _FIXES:
             fixed = fix(line, visit)
             if fixed is not None:
                 line, found = fixed
                 corrections.append(found)
-    rules = (*EVERY_LINE_HOLDS, *TRACTION_HOLDS) if is_traction else EVERY_LINE_HOLDS
-    for _rule_id, check in rules:
-        found_hold = check(line, visit)
-        if found_hold is not None:
-            holds.append(found_hold)
+        checks = _TRACTION_HOLDS
+    else:
+        checks = _LINE_HOLDS
+    holds = [found for check in checks if (found := check(line, visit)) is not None]
     return Verdict(billed=line, corrections=tuple(corrections), holds=tuple(holds))

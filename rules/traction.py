@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rules.codes import is_icd10, is_modifier, is_procedure_code, normalize_icd10
 from rules.model import (
@@ -156,23 +157,32 @@ def medicare_chiropractor_noncovered(
 
 @hold("INVALID_CHARGE", every_line=True)
 def invalid_charge(line: ChargeEvent, visit: VisitContext) -> Hold | None:
-    problems = []
+    problems = list(_code_problems(line.cpt_code, line.modifiers, line.diagnosis_codes))
     if line.units < 1:
-        problems.append(f"units {line.units} < 1")
-    if not is_procedure_code(line.cpt_code):
-        problems.append(f"malformed CPT/HCPCS code {line.cpt_code!r}")
-    bad_modifiers = [m for m in line.modifiers if not is_modifier(m)]
-    if bad_modifiers:
-        problems.append(f"malformed modifier(s) {', '.join(map(repr, bad_modifiers))}")
-    bad_icd = sum(1 for code in line.diagnosis_codes if not is_icd10(code))
-    if bad_icd:
-        # The codes themselves are PHI-adjacent clinical data: count them, don't echo them.
-        problems.append(f"{bad_icd} malformed ICD-10-CM code(s)")
+        problems.insert(0, f"units {line.units} < 1")
     if line.date_of_service > line.occurred_at.date():
         problems.append("date of service is after the capture time")
     if not problems:
         return None
     return _hold("INVALID_CHARGE", "Invalid charge line: " + "; ".join(problems))
+
+
+@lru_cache(maxsize=65536)
+def _code_problems(
+    cpt_code: str, modifiers: tuple[str, ...], diagnosis_codes: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Shape problems of a line's codes; cached, as the same combinations recur all day."""
+    problems = []
+    if not is_procedure_code(cpt_code):
+        problems.append(f"malformed CPT/HCPCS code {cpt_code!r}")
+    bad_modifiers = [m for m in modifiers if not is_modifier(m)]
+    if bad_modifiers:
+        problems.append(f"malformed modifier(s) {', '.join(map(repr, bad_modifiers))}")
+    bad_icd = sum(1 for code in diagnosis_codes if not is_icd10(code))
+    if bad_icd:
+        # The codes themselves are clinical data: count them, don't echo them.
+        problems.append(f"{bad_icd} malformed ICD-10-CM code(s)")
+    return tuple(problems)
 
 
 @hold("TOO_MANY_MODIFIERS", every_line=True)

@@ -1,0 +1,153 @@
+"""The worker over a real broker: decisions, RETRACTED/VOIDED, DLQ, re-keying (DESIGN §1-3)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
+from tests.factories import charge, other_line
+from tests.helpers import wait_until
+from tests.worker_harness import running_worker, send_raw, worker_config
+from worker.broker import BrokerInfo
+from worker.commands import produce_events
+from worker.serde import Codec
+from worker.topics import read_to_end
+
+pytestmark = pytest.mark.broker
+CODEC = Codec()
+
+
+def decisions(broker: BrokerInfo, topic: str) -> list[ChargeDecision]:
+    return [CODEC.decode_decision(r.value) for r in read_to_end(broker.bootstrap_servers, [topic])]
+
+
+def caught_up_after(worker, produced: int) -> bool:  # type: ignore[no-untyped-def]
+    consumed = sum(
+        v for (name, _), v in _sample(worker, "charge_capture_events_consumed_total").items()
+    )
+    return consumed >= produced and worker.caught_up()
+
+
+def _sample(worker, name):  # type: ignore[no-untyped-def]
+    found = {}
+    for family in worker.metrics.registry.collect():
+        for s in family.samples:
+            if s.name == name:
+                found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def test_late_cmt_line_holds_traction_and_retracts_it_from_corrected(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    config = worker_config(broker, topic_prefix)
+    traction = charge(event_id="E1", charge_id="T1", occurred_at="2026-03-02T15:00:00Z")
+    cmt = other_line("98941", "M1", event_id="E2", occurred_at="2026-03-02T15:05:00Z")
+    void = cmt.model_copy(
+        update={
+            "event_id": "E3",
+            "event_type": EventType.VOID,
+            "occurred_at": cmt.occurred_at.replace(minute=30),
+        }
+    )
+    with running_worker(config) as worker:
+        produce_events(config, [traction])
+        wait_until(lambda: caught_up_after(worker, 1), 60, message="first event not decided")
+        produce_events(config, [cmt])
+        wait_until(lambda: caught_up_after(worker, 2), 60, message="CMT line not decided")
+        produce_events(config, [void])
+        wait_until(lambda: caught_up_after(worker, 3), 60, message="VOID not decided")
+
+    corrected = [
+        (d.charge_id, d.status, d.decision_version)
+        for d in decisions(broker, config.corrected_topic)
+    ]
+    held = [
+        (d.charge_id, d.status, d.decision_version) for d in decisions(broker, config.held_topic)
+    ]
+    # The traction line was billable, then the CMT line arrived: HELD, and RETRACTED where it was.
+    assert ("T1", "ACCEPTED", 1) in corrected and ("T1", "RETRACTED", 2) in corrected
+    assert ("T1", "HELD", 2) in held
+    # Voiding the CMT line releases the traction line back to billable, version 3.
+    assert ("M1", "VOIDED", 2) in corrected
+    assert ("T1", "RETRACTED", 3) in held and ("T1", "ACCEPTED", 3) in corrected
+    # No batch aborted here, so even on Tansu every record appears exactly once.
+    assert len(set(corrected)) == len(corrected) and len(set(held)) == len(held)
+    hold = next(d for d in decisions(broker, config.held_topic) if d.status == "HELD")
+    assert hold.holds[0].rule_id == "DISTINCT_MODIFIER_MISSING"
+    assert hold.holds[0].related_charge_ids == ("M1",) and hold.source.event_id == "E2"
+
+
+def test_bad_records_are_dead_lettered_and_good_ones_around_them_decided(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    config = worker_config(broker, topic_prefix)
+    good_before = charge(event_id="G1", charge_id="G1", units=2)
+    good_after = charge(event_id="G2", charge_id="G2", patient_id="P2")
+    framed = CODEC.encode_event(good_before)
+    unknown_schema = struct.pack(">bI", 0, 999) + framed[5:]
+    empty_patient = charge(event_id="V1", charge_id="V1").model_copy(update={"patient_id": ""})
+    with running_worker(config) as worker:
+        produce_events(config, [good_before])
+        send_raw(
+            config,
+            [
+                (b"P00000001", b"\x07not avro at all"),  # DECODE: bad magic byte
+                (b"P00000001", framed[:12]),  # DECODE: truncated body
+                (b"P00000001", unknown_schema),  # SCHEMA: unknown schema id
+                (b"", CODEC.encode_event(empty_patient)),  # VALIDATION: empty patient_id
+            ],
+        )
+        send_raw(config, [(b"someone-else", framed)], topic=config.repartition_topic)
+        produce_events(config, [good_after])
+        wait_until(lambda: caught_up_after(worker, 6), 60, message="stream not drained")
+        wait_until(
+            lambda: sum(_sample(worker, "charge_capture_dlq_records_total").values()) >= 5,
+            30,
+            message="not every bad record was dead-lettered",
+        )
+
+    letters = [
+        CODEC.decode_dead_letter(r.value)
+        for r in read_to_end(broker.bootstrap_servers, [config.dlq_topic])
+    ]
+    kinds = sorted(letter.error_kind.value for letter in letters)
+    assert kinds == ["DECODE", "DECODE", "REPARTITION", "SCHEMA", "VALIDATION"]
+    validation = next(x for x in letters if x.error_kind == ErrorKind.VALIDATION)
+    assert "patient_id" in validation.error_message
+    assert validation.source_topic == config.input_topic and validation.value is not None
+    schema = next(x for x in letters if x.error_kind == ErrorKind.SCHEMA)
+    assert "999" in schema.error_message
+    billable = {d.charge_id: d for d in decisions(broker, config.corrected_topic)}
+    assert billable["G1"].status == "CORRECTED" and billable["G1"].charge.units == 1
+    assert billable["G2"].status == "ACCEPTED"
+
+
+def test_mis_keyed_event_is_rekeyed_and_decided_with_its_visit(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    config = worker_config(broker, topic_prefix)
+    traction = charge(event_id="E1", charge_id="T1")
+    cmt = other_line("98940", "M1", event_id="E2")
+    with running_worker(config) as worker:
+        produce_events(config, [traction])
+        send_raw(config, [(b"encounter-123", CODEC.encode_event(cmt))])
+        # 2 input records + 1 re-keyed copy on the repartition topic
+        wait_until(lambda: caught_up_after(worker, 3), 60, message="re-keyed event not decided")
+        wait_until(
+            lambda: any(d.charge_id == "T1" for d in decisions(broker, config.held_topic)),
+            30,
+            message="traction line not held after the re-keyed CMT line",
+        )
+    repartitioned = list(read_to_end(broker.bootstrap_servers, [config.repartition_topic]))
+    assert [r.key for r in repartitioned] == [b"P00000001"]
+    assert (
+        ChargeEvent.model_validate(
+            CODEC.registry.decode(repartitioned[0].value, "chargecapture.v1.ChargeEvent")
+        ).charge_id
+        == "M1"
+    )
+    held = [d for d in decisions(broker, config.held_topic) if d.charge_id == "T1"]
+    assert held[-1].holds[0].related_charge_ids == ("M1",)

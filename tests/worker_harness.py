@@ -1,0 +1,61 @@
+"""Run the real worker in-process against the test broker, on topics of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaProducer
+
+from worker.app import Worker
+from worker.broker import BrokerInfo
+from worker.config import WorkerConfig
+from worker.metrics import Health, Metrics
+from worker.topics import ensure_topics
+
+
+def worker_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerConfig:
+    config = WorkerConfig(
+        bootstrap_servers=broker.bootstrap_servers,
+        app_id=f"{prefix}-app",
+        instance_id="test",
+        input_topic=f"{prefix}.charges.captured",
+        corrected_topic=f"{prefix}.charges.corrected",
+        held_topic=f"{prefix}.charges.held",
+        dlq_topic=f"{prefix}.charges.dlq",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+        http_port=0,
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    ensure_topics(config)
+    return config
+
+
+@contextlib.contextmanager
+def running_worker(config: WorkerConfig) -> Iterator[Worker]:
+    worker = Worker(config, metrics=Metrics(), health=Health())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def send_raw(
+    config: WorkerConfig, items: list[tuple[bytes | None, bytes | None]], topic: str | None = None
+) -> None:
+    """Produce raw key/value bytes (for malformed records), to the input topic by default."""
+    producer = KafkaProducer(bootstrap_servers=config.bootstrap_servers)
+    try:
+        for key, value in items:
+            producer.send(topic or config.input_topic, key=key, value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=5)
