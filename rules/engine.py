@@ -50,8 +50,8 @@ def _decide_line(line: ChargeEvent, visit: VisitContext) -> Verdict:
         for fix in _FIXES:
             fixed = fix(line, visit)
             if fixed is not None:
-                line, found = fixed
-                corrections.append(found)
+                line, correction = fixed
+                corrections.append(correction)
         checks = _TRACTION_HOLDS
     else:
         checks = _LINE_HOLDS

@@ -59,6 +59,13 @@ def add_streaming_commands(
     produce.add_argument("file", type=Path)
     produce.set_defaults(func=cmd_produce)
 
+    from worker.replay import add_replay_arguments  # imports this module: load it lazily
+
+    replay = sub.add_parser(
+        "replay", help="re-decide a topic range with fresh state; diff against live decisions"
+    )
+    add_replay_arguments(replay)
+
 
 @contextlib.contextmanager
 def broker_for(config: WorkerConfig) -> Iterator[WorkerConfig]:
@@ -165,6 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)
     with broker_for(config) as config:
         assert config.bootstrap_servers
+        ensure_topics(config)  # a configured cluster too: the demo owns its topics
         print(f"broker: {config.bootstrap_servers}", flush=True)
         events = [ChargeEvent.model_validate(e) for e in generate_events(args.visits, args.seed)]
         started = time.monotonic()

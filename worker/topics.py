@@ -58,6 +58,8 @@ def read_to_end(
             for topic in topics
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
+        if not tps:  # none of the topics exists: nothing to read
+            return
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         pending = set(tps)

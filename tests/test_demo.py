@@ -1,0 +1,141 @@
+"""`charge-capture demo`: the summary table it prints is what its /metrics says.
+
+Runs the real demo command against the test broker with unique topics, reads its summary from
+stdout, then scrapes the URL it printed while it is still serving.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import wait_until
+from worker.broker import BrokerInfo
+from worker.config import WorkerConfig
+from worker.topics import ensure_topics
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+CHARGE_CAPTURE = Path(sys.executable).with_name("charge-capture")
+STATUSES = ("ACCEPTED", "CORRECTED", "HELD", "VOIDED", "RETRACTED")
+ROW_RE = re.compile(rf"^({'|'.join(STATUSES)})\s+(\d+)\s+(\d+)$", re.M)
+HEADLINE_RE = re.compile(r"^(\d+) events decided in [\d.]+ s; dead-lettered (\d+)$", re.M)
+METRICS_RE = re.compile(r"^metrics: (http://localhost:(\d+)/metrics)$", re.M)
+TIMEOUT_S = 75.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_demo_summary_matches_its_metrics(
+    broker: BrokerInfo, topic_prefix: str, tmp_path: Path
+) -> None:
+    config = WorkerConfig(
+        bootstrap_servers=broker.bootstrap_servers,
+        app_id=f"{topic_prefix}-cc",
+        instance_id=topic_prefix,
+        input_topic=f"{topic_prefix}.charges.captured",
+        corrected_topic=f"{topic_prefix}.charges.corrected",
+        held_topic=f"{topic_prefix}.charges.held",
+        dlq_topic=f"{topic_prefix}.charges.dlq",
+    )
+    # With --bootstrap-servers the demo uses the topics as they are (it creates them only on
+    # its embedded broker), so create them here as `charge-capture topics` would.
+    ensure_topics(config)
+    port = free_port()
+    args = [
+        str(CHARGE_CAPTURE),
+        "demo",
+        "--visits",
+        "150",
+        "--http-port",
+        str(port),
+        "--serve-seconds",
+        "30",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--app-id",
+        config.app_id,
+        "--instance-id",
+        config.instance_id,
+        "--input-topic",
+        config.input_topic,
+        "--corrected-topic",
+        config.corrected_topic,
+        "--held-topic",
+        config.held_topic,
+        "--dlq-topic",
+        config.dlq_topic,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGE_CAPTURE_")}
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+    try:
+
+        def summary_printed() -> bool:
+            text = stdout_path.read_text()
+            if METRICS_RE.search(text):
+                return True
+            assert proc.poll() is None, (
+                f"demo exited ({proc.returncode}) before its metrics line:\n{text[-3000:]}\n"
+                f"{stderr_path.read_text()[-3000:]}"
+            )
+            return False
+
+        wait_until(summary_printed, TIMEOUT_S, 0.1, "the demo printed no metrics URL")
+        summary = stdout_path.read_text()
+        metrics_match = METRICS_RE.search(summary)
+        assert metrics_match is not None and int(metrics_match.group(2)) == port
+        samples = scrape(metrics_match.group(1))
+        assert proc.poll() is None, "the demo stopped serving before --serve-seconds"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            returncode = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+            raise
+    assert returncode == 0, stderr_path.read_text()[-3000:]
+
+    rows = {m.group(1): int(m.group(3)) for m in ROW_RE.finditer(summary)}
+    assert set(rows) == set(STATUSES), summary
+    assert sum(rows.values()) > 0, summary
+    for status, published in rows.items():
+        metric = samples[("charge_capture_decisions_total", frozenset({("status", status)}))]
+        assert metric == published, f"{status}: table {published}, /metrics {metric}\n{summary}"
+
+    headline = HEADLINE_RE.search(summary)
+    assert headline is not None, summary
+    events, dead_lettered = int(headline.group(1)), int(headline.group(2))
+    consumed = samples[
+        ("charge_capture_events_consumed_total", frozenset({("topic", config.input_topic)}))
+    ]
+    assert consumed == events
+    dlq = sum(v for (name, _), v in samples.items() if name == "charge_capture_dlq_records_total")
+    assert dlq == dead_lettered
