@@ -69,15 +69,27 @@ def _wins(new: ChargeEvent, current: ChargeEvent | None) -> bool:
     )
 
 
-def fingerprint(verdict: Verdict) -> str:
+_VOLATILE = {"event_id", "occurred_at"}
+
+
+def content_digest(event: ChargeEvent) -> bytes:
+    """Digest of what a charge line says, leaving out the event's own id and capture time:
+    a re-sent, unchanged line is not a new decision."""
+    raw = type(event).__pydantic_serializer__.to_json(event, exclude=_VOLATILE)
+    return hashlib.blake2b(raw, digest_size=12).digest()
+
+
+def fingerprint(verdict: Verdict, source_digest: bytes) -> str:
     """A stable digest of what a decision says, so restored state compares across processes.
 
-    The event's own id and capture time are left out: a re-sent, unchanged line is not a
-    new decision.
+    The billed line is its source event with the corrections applied, so the source event's
+    content digest plus the findings stand for it without serializing the line again.
     """
-    billed = verdict.billed.model_dump(mode="json", exclude={"event_id", "occurred_at"})
-    text = repr((verdict.status.value, billed, verdict.corrections, verdict.holds))
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(source_digest, digest_size=12)
+    digest.update(verdict.status.value.encode())
+    for finding in (*verdict.corrections, *verdict.holds):
+        digest.update(type(finding).__pydantic_serializer__.to_json(finding))
+    return digest.hexdigest()
 
 
 @dataclass(slots=True)
@@ -86,6 +98,15 @@ class Visit:
     charges: dict[str, ChargeEvent] = field(default_factory=dict)  # winning event per charge
     seen_event_ids: set[str] = field(default_factory=set)
     published: dict[str, Published] = field(default_factory=dict)
+    # charge_id -> (event_id, content digest) of its winning event; derived, never persisted.
+    _digests: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+
+    def _source_digest(self, charge_id: str) -> bytes:
+        event = self.charges[charge_id]
+        cached = self._digests.get(charge_id)
+        if cached is None or cached[0] != event.event_id:
+            cached = self._digests[charge_id] = (event.event_id, content_digest(event))
+        return cached[1]
 
     def active_lines(self) -> list[ChargeEvent]:
         return [c for c in self.charges.values() if c.event_type == EventType.UPSERT]
@@ -125,7 +146,7 @@ class Visit:
         first_version: int,
     ) -> Iterator[Publication]:
         before = self.published.get(charge_id)
-        digest = fingerprint(verdict)
+        digest = fingerprint(verdict, self._source_digest(charge_id))
         if before is not None and before.fingerprint == digest:
             return
         version = before.version + 1 if before else first_version
