@@ -32,6 +32,7 @@ test: $(STAMP) promtool lint typecheck
 bench: $(STAMP)
 	$(BIN)/python bench/check_throughput.py
 	$(BIN)/python bench/stream_throughput.py
+	$(BIN)/python bench/replay_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
