@@ -33,5 +33,5 @@ def _skip_apache_kafka_only(request: pytest.FixtureRequest) -> None:
         pytest.skip(
             f"needs Apache Kafka transaction semantics; the {info.kind} broker at "
             f"{info.bootstrap_servers} (Tansu) does not filter aborted transactions "
-            "— run with KAFKA_BOOTSTRAP_SERVERS or a Docker engine"
+            "— run against Apache Kafka (KAFKA_BOOTSTRAP_SERVERS or a Docker engine)"
         )

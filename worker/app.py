@@ -214,6 +214,11 @@ class Worker:
             except Exception:
                 log.debug("producer close failed", exc_info=True)
         self._consumer = self._producer = self._restorer = None
+        # Partitions still waiting for restoration belonged to the closed consumer (a restore
+        # that timed out): left here, the next session would restore them before it is
+        # assigned anything, resume() them (KeyError: not assigned) and treat them as
+        # restored when they are assigned again, with state as of the old committed offsets.
+        self._to_restore.clear()
         self._drop_partitions(list(self.states))
         self._joined = False
 

@@ -1,0 +1,352 @@
+"""Worker throughput against kafka-python's own transactional passthrough, and decision latency.
+
+One run, one broker (KAFKA_BOOTSTRAP_SERVERS, else the embedded Tansu), the same framed Avro
+charge events (`worker.sample.generate_events`) in one input topic:
+
+1. passthrough: `bench.passthrough.run_passthrough` copies the input to another topic in
+   consume -> produce transactions (the ceiling: no decode, rules or state);
+2. worker: `Worker(config).run(stop)` in a thread decides the same input from the beginning
+   until `caught_up()`; events/s counts from its first batch to its last commit (the group
+   join is reported apart, as for the passthrough);
+3. latency: with the worker caught up and still running, fresh events (another day) are
+   produced at a steady rate below its throughput, and for each charge's first decision:
+   - record timestamps: output record CreateTime (the worker's send) minus the input record's
+     CreateTime (the bench's send), the input found through the decision's source offset;
+   - visible: when a read_committed consumer tailing the outputs received the decision, minus
+     the input record's CreateTime — what a downstream reader sees (includes the commit).
+   The load generator, the tail and the worker share one process (and its GIL), so these are
+   upper bounds for a worker running alone.
+
+    python -m bench.stream_throughput --events 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+
+from bench.passthrough import run_passthrough
+from rules.model import ChargeEvent
+from worker.app import Worker
+from worker.broker import BOOTSTRAP_ENV, EmbeddedBroker, TopicSpec, create_topics
+from worker.commands import produce_events
+from worker.config import WorkerConfig
+from worker.sample import generate_events
+from worker.serde import Codec
+from worker.topics import ensure_topics, read_to_end
+
+EVENTS_PER_VISIT = 2.8  # generate_events gives about 2.85 events per visit
+
+
+class TimedWorker(Worker):
+    """The worker, noting when its first batch started and its last batch committed."""
+
+    first_batch: float | None = None
+    last_commit: float | None = None
+
+    def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
+        if self.first_batch is None:
+            self.first_batch = time.monotonic()
+        super()._process_batch(records)
+        self.last_commit = time.monotonic()
+
+
+@dataclass
+class Tail:
+    """A read_committed consumer on the outputs, noting when each record arrived (wall ms)."""
+
+    bootstrap_servers: str
+    topics: list[str]
+    start_offsets: dict[TopicPartition, int]
+    arrivals: list[tuple[int, Any]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=10,
+        )
+        try:
+            tps = [
+                TopicPartition(t, p)
+                for t in self.topics
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+            consumer.assign(tps)
+            # Start at the current end (ends found by reading: ListOffsets is wrong on Tansu).
+            for tp in tps:
+                consumer.seek(tp, self.start_offsets.get(tp, 0))
+            self.ready.set()
+            while not self.stop.is_set():
+                for records in consumer.poll(timeout_ms=50).values():
+                    now_ms = int(time.time() * 1000)
+                    self.arrivals.extend((now_ms, r) for r in records)
+        finally:
+            consumer.close(autocommit=False)
+
+
+def _events(count: int, seed: int, day: dt.date | None = None) -> list[ChargeEvent]:
+    visits = math.ceil(count / EVENTS_PER_VISIT) + 10
+    raw = generate_events(visits, seed) if day is None else generate_events(visits, seed, day=day)
+    assert len(raw) >= count, f"generated {len(raw)} < {count}"
+    return [ChargeEvent.model_validate(e) for e in raw[:count]]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _wait(done: Any, timeout_s: float, what: str, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if not thread.is_alive():
+            raise RuntimeError(f"worker thread died while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout_s} s")
+        time.sleep(0.02)
+
+
+def _paced_produce(config: WorkerConfig, events: list[ChargeEvent], rate: float) -> float:
+    """Send at `rate` events/s (CreateTime = send time); returns the achieved rate."""
+    codec = Codec()
+    assert config.bootstrap_servers
+    producer = KafkaProducer(
+        bootstrap_servers=config.bootstrap_servers,
+        acks="all",
+        linger_ms=1,
+        enable_idempotence=True,
+    )
+    began = time.monotonic()
+    try:
+        for i, event in enumerate(events):
+            due = began + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing a load generator, not synchronisation
+            producer.send(
+                config.input_topic, key=event.patient_id.encode(), value=codec.encode_event(event)
+            )
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
+    return len(events) / (time.monotonic() - began)
+
+
+def _latencies(
+    config: WorkerConfig, tail: Tail, first_offsets: dict[int, int]
+) -> tuple[list[float], list[float]]:
+    """(record-timestamp deltas, visible deltas) in ms for each new charge's first decision."""
+    assert config.bootstrap_servers
+    codec = Codec()
+    sent_ms: dict[tuple[int, int], int] = {}
+    for record in read_to_end(config.bootstrap_servers, [config.input_topic]):
+        if record.offset >= first_offsets.get(record.partition, 0):
+            sent_ms[(record.partition, record.offset)] = record.timestamp
+    stamped: list[float] = []
+    visible: list[float] = []
+    seen: set[str] = set()
+    for arrived_ms, record in sorted(tail.arrivals, key=lambda a: (a[0], a[1].timestamp)):
+        decision = codec.decode_decision(record.value)
+        source = (decision.source.partition, decision.source.offset)
+        if decision.charge_id in seen or source not in sent_ms:
+            continue
+        seen.add(decision.charge_id)
+        stamped.append(record.timestamp - sent_ms[source])
+        visible.append(arrived_ms - sent_ms[source])
+    return stamped, visible
+
+
+@contextlib.contextmanager
+def _bootstrap() -> Iterator[tuple[str, str]]:
+    external = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    if external:
+        yield external, "external"
+        return
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers, "embedded Tansu"
+
+
+def _ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    """Next offset per partition, by reading to the highwater seen on a fetch."""
+    ends: dict[TopicPartition, int] = {}
+    for record in read_to_end(bootstrap, topics):
+        tp = TopicPartition(record.topic, record.partition)
+        ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+    return ends
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--latency-events", type=int, default=3000, help="events of the paced latency phase"
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="events/s of the latency phase (default: a third of the worker's throughput)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    def note(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    run = uuid.uuid4().hex[:8]
+    with _bootstrap() as (bootstrap, broker_kind):
+        note(f"broker: {broker_kind} at {bootstrap}")
+        config = WorkerConfig(
+            bootstrap_servers=bootstrap,
+            app_id=f"bench.{run}",
+            instance_id="bench-1",
+            input_topic=f"bench.{run}.captured",
+            corrected_topic=f"bench.{run}.corrected",
+            held_topic=f"bench.{run}.held",
+            dlq_topic=f"bench.{run}.dlq",
+            partitions=args.partitions,
+            # Not the tests' 2 s: a 1000-record batch can hold the GIL long enough for
+            # kafka-python's heartbeat to miss a 2 s session in one process.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            http_port=0,
+        )
+        ensure_topics(config)
+        copy_topic = f"bench.{run}.passthrough"
+        create_topics(bootstrap, [TopicSpec(copy_topic, args.partitions)])
+
+        began = time.monotonic()
+        events = _events(args.events, args.seed)
+        note(f"generated {len(events)} events in {time.monotonic() - began:.1f} s")
+        began = time.monotonic()
+        produce_events(config, events)
+        produce_s = time.monotonic() - began
+        note(f"produced them (framed Avro, lz4) at {len(events) / produce_s:,.0f} events/s")
+
+        passthrough = run_passthrough(
+            bootstrap,
+            config.input_topic,
+            copy_topic,
+            len(events),
+            group_id=f"bench.{run}.passthrough",
+            transactional_id=f"bench.{run}.passthrough.tx",
+            commit_interval_ms=config.commit_interval_ms,
+        )
+        note(f"passthrough: {passthrough.events_per_s:,.0f} events/s")
+
+        worker = TimedWorker(config)
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        tail: Tail | None = None
+        tail_thread: threading.Thread | None = None
+        try:
+            _wait(worker.caught_up, 1800.0, "worker caught up", thread)
+            assert worker.first_batch is not None and worker.last_commit is not None
+            worker_s = worker.last_commit - worker.first_batch
+            worker_rate = len(events) / worker_s
+            join_s = worker.first_batch - started
+            note(f"worker: {worker_rate:,.0f} events/s")
+
+            # -- latency: steady load on the running, caught-up worker --------------------------
+            rate = args.latency_rate or max(min(worker_rate / 3, 2000.0), 50.0)
+            fresh = _events(args.latency_events, args.seed + 1, day=_next_day(events))
+            first_offsets = {
+                tp.partition: o for tp, o in _ends(bootstrap, [config.input_topic]).items()
+            }
+            outputs = [config.corrected_topic, config.held_topic]
+            tail = Tail(bootstrap, outputs, _ends(bootstrap, outputs))
+            tail_thread = threading.Thread(target=tail.run, name="tail", daemon=True)
+            tail_thread.start()
+            if not tail.ready.wait(60):
+                raise TimeoutError("output tail did not start")
+            achieved = _paced_produce(config, fresh, rate)
+            _wait(worker.caught_up, 300.0, "worker caught up after the paced phase", thread)
+            # The tail sees the last commit within a few polls; wait for it to go quiet.
+            seen = -1
+            while seen != len(tail.arrivals):
+                seen = len(tail.arrivals)
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+            if tail is not None and tail_thread is not None:
+                tail.stop.set()
+                tail_thread.join(timeout=10)
+        stamped, visible = _latencies(config, tail, first_offsets)
+        note(f"tail saw {len(tail.arrivals)} decision records in the paced phase")
+
+    ratio = worker_rate / passthrough.events_per_s if passthrough.events_per_s else math.nan
+    rows = [
+        ("", "events", "seconds", "events/s", "join s"),
+        (
+            "passthrough (kafka-python txn copy)",
+            f"{passthrough.events}",
+            f"{passthrough.elapsed_s:.2f}",
+            f"{passthrough.events_per_s:,.0f}",
+            f"{passthrough.join_s:.2f}",
+        ),
+        (
+            "worker (decode, rules, state, txn)",
+            f"{len(events)}",
+            f"{worker_s:.2f}",
+            f"{worker_rate:,.0f}",
+            f"{join_s:.2f}",
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print(f"broker: {broker_kind}; {args.partitions} partitions; restarts: {worker.restarts}")
+    for row in rows:
+        print(
+            f"{row[0]:<{widths[0]}}  "
+            + "  ".join(f"{cell:>{widths[i + 1]}}" for i, cell in enumerate(row[1:]))
+        )
+    print(f"worker / passthrough: {ratio:.2f}")
+    print(
+        f"event -> decision latency, {len(stamped)} charges' first decisions at "
+        f"{achieved:,.0f} events/s (paced):"
+    )
+    print(f"  {'':<34}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
+    for name, values in (
+        ("record timestamps (out - in)", stamped),
+        ("visible to read_committed reader", visible),
+    ):
+        print(
+            f"  {name:<34}{_percentile(values, 50):>8.0f}{_percentile(values, 99):>8.0f}"
+            f"{max(values, default=math.nan):>8.0f}"
+        )
+    return 0
+
+
+def _next_day(events: list[ChargeEvent]) -> dt.date:
+    return max(e.date_of_service for e in events) + dt.timedelta(days=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
