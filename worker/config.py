@@ -56,6 +56,7 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     max_poll_records: int = 1000
+    compression_type: str | None = None  # producer compression: gzip, snappy, lz4, zstd
     transaction_timeout_ms: int = 30_000
     call_deadline_s: float = 30.0  # every transactional call; past it the instance fails
     retention_days: int = 30
@@ -97,6 +98,7 @@ _SIMPLE = [
     ("session_timeout_ms", int, None),
     ("heartbeat_interval_ms", int, None),
     ("max_poll_records", int, None),
+    ("compression_type", str, "producer compression (none by default; lz4, zstd, gzip)"),
     ("transaction_timeout_ms", int, None),
     ("call_deadline_s", float, "deadline of each transactional call"),
     ("retention_days", int, "event-time retention of visit state after the date of service"),
