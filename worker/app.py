@@ -22,14 +22,14 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from rules.model import ChargeDecision, ChargeEvent, DeadLetter, DecisionSource, ErrorKind
+from rules.model import ChargeDecision, ChargeEvent, DecisionSource, ErrorKind
 from rules.pack import PackSet, load_packs
 from rules.visit import Ledger
 from worker.assignor import CopartitionedCooperativeStickyAssignor
 from worker.config import Guarantee, WorkerConfig
 from worker.logs import fields
 from worker.metrics import Health, Metrics
-from worker.serde import Codec, UndecidableRecord
+from worker.serde import Codec, UndecidableRecord, dead_letter_for
 from worker.state import PartitionState, is_committed, offset_headers
 
 log = logging.getLogger("charge_capture.worker")
@@ -405,21 +405,7 @@ class Worker:
 
     def _dead_letter(self, record: Any, kind: ErrorKind, message: str) -> None:
         assert self._producer is not None
-        timestamp = (
-            dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
-            if record.timestamp and record.timestamp > 0
-            else None
-        )
-        letter = DeadLetter(
-            key=record.key,
-            value=record.value,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            source_timestamp=timestamp,
-            error_kind=kind,
-            error_message=message,
-        )
+        letter = dead_letter_for(record, kind, message)
         self._producer.send(
             self.config.dlq_topic, key=record.key, value=self.codec.encode_dead_letter(letter)
         )

@@ -299,7 +299,7 @@ def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
 
 
 def create_topics(
-    bootstrap_servers: str, specs: list[TopicSpec], *, timeout_s: float = 30
+    bootstrap_servers: str, specs: list[TopicSpec], *, timeout_s: float = 30, **client: Any
 ) -> list[str]:
     """Create the missing topics and wait until metadata shows every one with its partitions.
 
@@ -314,6 +314,7 @@ def create_topics(
         bootstrap_servers=bootstrap_servers,
         bootstrap_timeout_ms=timeout_ms,
         request_timeout_ms=timeout_ms,
+        **client,  # SASL/SSL settings of a real cluster
     )
     try:
         existing = set(admin.list_topics())

@@ -216,7 +216,7 @@ def _serve(seconds: float | None, stop: threading.Event) -> None:
 
 
 def latest_decisions(
-    bootstrap_servers: str, topics: list[str], codec: Codec | None = None
+    bootstrap_servers: str, topics: list[str], codec: Codec | None = None, **client: Any
 ) -> tuple[dict[str, ChargeDecision], Counter[str]]:
     """Latest decision per charge over the output topics, and the records seen by status.
 
@@ -227,7 +227,7 @@ def latest_decisions(
     latest: dict[str, ChargeDecision] = {}
     published: Counter[str] = Counter()
     seen: set[tuple[str, int, str, str]] = set()
-    for record in read_to_end(bootstrap_servers, topics):
+    for record in read_to_end(bootstrap_servers, topics, **client):
         decision = codec.decode_decision(record.value)
         identity = (decision.charge_id, decision.decision_version, decision.status, record.topic)
         if identity in seen:  # a leaked aborted copy (Tansu): identical by construction
@@ -246,10 +246,11 @@ def _rank(decision: ChargeDecision) -> tuple[int, int]:
 
 def format_demo_summary(config: WorkerConfig, events: int, seconds: float) -> str:
     assert config.bootstrap_servers
+    client = config.security.kafka_kwargs()
     latest, published = latest_decisions(
-        config.bootstrap_servers, [config.corrected_topic, config.held_topic]
+        config.bootstrap_servers, [config.corrected_topic, config.held_topic], **client
     )
-    dlq = sum(1 for _ in read_to_end(config.bootstrap_servers, [config.dlq_topic]))
+    dlq = sum(1 for _ in read_to_end(config.bootstrap_servers, [config.dlq_topic], **client))
     final = Counter(d.status.value for d in latest.values())
     holds: Counter[str] = Counter()
     fixes: Counter[str] = Counter()
@@ -271,7 +272,3 @@ def format_demo_summary(config: WorkerConfig, events: int, seconds: float) -> st
         "records published = charge_capture_decisions_total{status} on /metrics",
     ]
     return "\n".join(rows)
-
-
-def _json_default(value: Any) -> str:
-    return str(value)

@@ -84,7 +84,7 @@ class WorkerConfig:
 
 
 _SIMPLE = [
-    ("bootstrap_servers", str, "Kafka bootstrap servers; none: start the embedded broker"),
+    ("bootstrap_servers", str, "Kafka bootstrap servers (run and demo start an embedded broker without)"),
     ("app_id", str, "application id: prefix of the changelog/repartition topics"),
     ("group_id", str, "consumer group (default: app id)"),
     ("instance_id", str, "stable instance id for the transactional.id (default: hostname)"),
@@ -117,7 +117,7 @@ _SECURITY = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, worker: bool = True) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for every field; defaults come from the environment, then the dataclass."""
     for name, kind, help_text in _SIMPLE:
         flag = "--" + name.replace("_", "-")

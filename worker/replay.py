@@ -32,13 +32,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
-from rules.model import ChargeDecision, DeadLetter, DecisionSource, DecisionStatus, ErrorKind
+from rules.model import ChargeDecision, DecisionSource, DecisionStatus, ErrorKind
 from rules.pack import PackSet, load_packs
 from rules.visit import Ledger, Publication, VisitKey
 from worker import logs
 from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig, add_arguments, from_args
-from worker.serde import EVENT, Codec, UndecidableRecord
+from worker.serde import EVENT, Codec, UndecidableRecord, dead_letter_for
 from worker.state import PartitionState
 
 PARTIAL_VISIT_FLAG = "PARTIAL_VISIT"
@@ -272,21 +272,7 @@ class _TopicSink:
         )
 
     def dead_letter(self, record: Any, kind: ErrorKind, message: str) -> None:
-        timestamp = (
-            dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
-            if record.timestamp and record.timestamp > 0
-            else None
-        )
-        letter = DeadLetter(
-            key=record.key,
-            value=record.value,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            source_timestamp=timestamp,
-            error_kind=kind,
-            error_message=message,
-        )
+        letter = dead_letter_for(record, kind, message)
         self.producer.send(self.dlq, key=record.key, value=self.codec.encode_dead_letter(letter))
 
     def close(self) -> None:
@@ -655,7 +641,7 @@ def run_replay(
                 TopicSpec(names[2], len(ranges)),
             ]
             assert config.bootstrap_servers
-            create_topics(config.bootstrap_servers, specs)
+            create_topics(config.bootstrap_servers, specs, **config.security.kafka_kwargs())
             sink = _TopicSink(config, names, codec, config.security.kafka_kwargs())
         else:
             assert isinstance(output, FileOutput)
@@ -708,7 +694,10 @@ def run_replay(
 
         assert config.bootstrap_servers
         live, _ = latest_decisions(
-            config.bootstrap_servers, [config.corrected_topic, config.held_topic], codec
+            config.bootstrap_servers,
+            [config.corrected_topic, config.held_topic],
+            codec,
+            **config.security.kafka_kwargs(),
         )
         report.diff = diff_decisions(live, latest)
         if options.diff_out is not None:

@@ -7,6 +7,7 @@ so producers on an older compatible schema keep working.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -131,6 +132,25 @@ class Codec:
 
     def decode_dead_letter(self, value: bytes) -> DeadLetter:
         return DeadLetter.model_validate(self.registry.decode(value, DEAD_LETTER))
+
+
+def dead_letter_for(record: Any, kind: ErrorKind, message: str) -> DeadLetter:
+    """The DLQ record (DESIGN §3) for a consumed Kafka record that cannot be decided."""
+    timestamp = (
+        dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
+        if record.timestamp and record.timestamp > 0
+        else None
+    )
+    return DeadLetter(
+        key=record.key,
+        value=record.value,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        source_timestamp=timestamp,
+        error_kind=kind,
+        error_message=message,
+    )
 
 
 def describe(error: ValidationError) -> str:

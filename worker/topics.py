@@ -29,7 +29,9 @@ def topic_specs(config: WorkerConfig) -> list[TopicSpec]:
 
 def ensure_topics(config: WorkerConfig) -> list[str]:
     assert config.bootstrap_servers
-    return create_topics(config.bootstrap_servers, topic_specs(config))
+    return create_topics(
+        config.bootstrap_servers, topic_specs(config), **config.security.kafka_kwargs()
+    )
 
 
 def read_to_end(
