@@ -84,7 +84,7 @@ class WorkerConfig:
 
 
 _SIMPLE = [
-    ("bootstrap_servers", str, "Kafka bootstrap servers (run and demo start an embedded broker without)"),
+    ("bootstrap_servers", str, "Kafka bootstrap servers (run, demo: embedded broker if none)"),
     ("app_id", str, "application id: prefix of the changelog/repartition topics"),
     ("group_id", str, "consumer group (default: app id)"),
     ("instance_id", str, "stable instance id for the transactional.id (default: hostname)"),
