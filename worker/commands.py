@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 
 from rules.model import ChargeDecision, ChargeEvent
 from worker import logs
-from worker.app import Worker
+from worker.app import CallDeadlineExceeded, Worker
 from worker.broker import EmbeddedBroker
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.metrics import Health, Metrics, start_http_server
@@ -27,6 +27,7 @@ from worker.serde import Codec
 from worker.topics import ensure_topics, read_to_end
 
 log = logging.getLogger("charge_capture")
+EXIT_STUCK = 70  # EX_SOFTWARE: a transactional call exceeded its deadline
 EnvLookup = Callable[..., str | None]
 
 
@@ -100,9 +101,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         server = start_http_server(config.http_port, metrics, health) if config.http_port else None
         try:
             Worker(config, metrics=metrics, health=health).run(stop)
+        except CallDeadlineExceeded as stuck:
+            # A transactional call that never returns leaves a client in an unknown state:
+            # exit non-zero so the supervisor restarts a clean process (DESIGN §1).
+            log.critical("transactional call stuck; exiting", extra=logs.fields(error=str(stuck)))
+            return EXIT_STUCK
         finally:
             if server is not None:
                 server.close()
+    log.info("worker stopped")
     return 0
 
 
