@@ -224,3 +224,16 @@ def test_wait_until_times_out_with_message() -> None:
         wait_until(lambda: False, timeout_s=0.1, interval_s=0.01, message="never")
     calls = iter([False, False, True])
     wait_until(lambda: next(calls), timeout_s=5, interval_s=0.01)
+
+
+def test_apache_kafka_container_advertises_its_bound_host_port() -> None:
+    """The testcontainers path (no Docker here) must advertise the port clients connect to."""
+    from worker.broker import TESTCONTAINERS_DEFAULT_IMAGE, _apache_kafka_env
+
+    env = _apache_kafka_env(45678)
+    assert TESTCONTAINERS_DEFAULT_IMAGE.startswith("apache/kafka:")
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:45678"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    # Single node: the internal topics transactions need must not ask for three replicas.
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"

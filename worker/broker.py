@@ -29,11 +29,54 @@ from kafka import KafkaAdminClient
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 IS_TANSU_ENV = "CHARGE_CAPTURE_BROKER_IS_TANSU"
-# testcontainers-python's KafkaContainer drives the Confluent image's own start scripts
-# (/etc/confluent/docker/...), so the apache/kafka image cannot be used with it; cp-kafka 7.6
-# in KRaft mode is Apache Kafka 3.6 underneath, which is what the apache_kafka_only tests need.
+# Apache Kafka's own image, single-node KRaft. testcontainers-python's KafkaContainer drives
+# the Confluent image's start scripts, so apache/kafka runs as a generic container configured
+# by environment; a confluentinc/cp-kafka image named in the env var still uses KafkaContainer.
 TESTCONTAINERS_IMAGE_ENV = "CHARGE_CAPTURE_TEST_KAFKA_IMAGE"
-TESTCONTAINERS_DEFAULT_IMAGE = "confluentinc/cp-kafka:7.6.0"
+TESTCONTAINERS_DEFAULT_IMAGE = "apache/kafka:3.9.1"
+
+
+def _apache_kafka_env(host_port: int) -> dict[str, str]:
+    """Single-node KRaft settings; setting any KAFKA_* variable replaces the image defaults."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093",
+        # Clients reach the broker through the host port bound below, so it is advertised.
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{host_port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }
+
+
+@contextlib.contextmanager
+def _kafka_container(image: str) -> Iterator[str]:
+    """Kafka in testcontainers; yields its bootstrap servers once it answers requests."""
+    if "confluentinc" in image:
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(image).with_kraft() as confluent:
+            yield confluent.get_bootstrap_server()
+        return
+    from testcontainers.core.container import DockerContainer
+
+    port = _free_loopback_port()
+    container = DockerContainer(image).with_bind_ports(9092, port)
+    for name, value in _apache_kafka_env(port).items():
+        container = container.with_env(name, value)
+    with container:
+        bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not _answers_kafka(bootstrap, timeout_s=2):
+            if time.monotonic() > deadline:
+                raise BrokerStartError(f"{image} did not answer on {bootstrap} within 120 s")
+        yield bootstrap
+
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -280,11 +323,9 @@ def open_test_broker() -> Iterator[BrokerInfo]:
         yield BrokerInfo(external, BrokerKind.EXTERNAL)
         return
     if docker_available():
-        from testcontainers.community.kafka import KafkaContainer
-
         image = os.environ.get(TESTCONTAINERS_IMAGE_ENV, TESTCONTAINERS_DEFAULT_IMAGE)
-        with KafkaContainer(image).with_kraft() as container:
-            yield BrokerInfo(container.get_bootstrap_server(), BrokerKind.TESTCONTAINERS)
+        with _kafka_container(image) as bootstrap:
+            yield BrokerInfo(bootstrap, BrokerKind.TESTCONTAINERS)
         return
     with EmbeddedBroker() as broker:
         yield BrokerInfo(broker.bootstrap_servers, BrokerKind.EMBEDDED)
