@@ -62,6 +62,13 @@ class Publication:
     decision: ChargeDecision
 
 
+def table_rank(decision: ChargeDecision) -> tuple[int, int]:
+    """Order of a charge's records for a table reader (DESIGN §3): the highest
+    decision_version wins; on a tie the decision beats the RETRACTED record of the ledger it
+    left, so the table is right whatever order the two topics are read in."""
+    return (decision.decision_version, 0 if decision.status == DecisionStatus.RETRACTED else 1)
+
+
 def _wins(new: ChargeEvent, current: ChargeEvent | None) -> bool:
     return current is None or (new.occurred_at, new.event_id) > (
         current.occurred_at,

@@ -119,7 +119,9 @@ class Worker:
             try:
                 self._session(stop)
                 return
-            except InstanceRestart as reason:
+            except (InstanceRestart, KafkaError) as reason:
+                # A broker that is down or a group that failed is not this process's fault:
+                # start over with fresh clients rather than exit.
                 self.restarts += 1
                 log.warning(
                     "instance restart", extra=fields(reason=str(reason), restarts=self.restarts)
@@ -130,8 +132,8 @@ class Worker:
 
     def _session(self, stop: threading.Event) -> None:
         self.health.set_ready(False, "starting")
-        self._open_clients()
         try:
+            self._open_clients()  # inside: a half-opened set of clients is closed too
             consumer = self._consumer
             assert consumer is not None
             consumer.subscribe(list(self.inputs), listener=_Listener(self))
@@ -488,7 +490,8 @@ class Worker:
                 tp = TopicPartition(topic, number)
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
-                    lag = max(highwater - self.committed.get(tp, 0), 0)
+                    done = max(self.committed.get(tp, 0), _fetch_position(consumer, tp))
+                    lag = max(highwater - done, 0)
                     self.metrics.consumer_lag.labels(topic=topic, partition=str(number)).set(lag)
         self.metrics.state_visits.set(visits)
 
@@ -517,6 +520,20 @@ class Worker:
             if highwater is None or self.committed.get(tp, 0) < highwater:
                 return False
         return True
+
+
+def _fetch_position(consumer: KafkaConsumer, tp: TopicPartition) -> int:
+    """The consumer's fetch position, read from its subscription state.
+
+    Between batches every record up to it is committed, and it has stepped over transaction
+    markers that the committed offset (last record + 1) stops short of: on a transactional
+    topic lag would otherwise never reach 0. `position()` itself may make a coordinator round
+    trip, so the (kafka-python internal) state is read directly; 0 when it is unknown.
+    """
+    state = getattr(consumer, "_subscription", None)
+    assigned = state.assignment.get(tp) if state is not None else None
+    position = getattr(assigned, "position", None)
+    return int(position.offset) if position is not None else 0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -18,6 +18,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from rules.model import ChargeDecision, ChargeEvent
+from rules.visit import table_rank
 from worker import logs
 from worker.app import CallDeadlineExceeded, Worker
 from worker.broker import EmbeddedBroker
@@ -242,13 +243,9 @@ def latest_decisions(
         seen.add(identity)
         published[decision.status.value] += 1
         current = latest.get(decision.charge_id)
-        if current is None or _rank(decision) > _rank(current):
+        if current is None or table_rank(decision) > table_rank(current):
             latest[decision.charge_id] = decision
     return latest, published
-
-
-def _rank(decision: ChargeDecision) -> tuple[int, int]:
-    return (decision.decision_version, 0 if decision.status == "RETRACTED" else 1)
 
 
 def format_demo_summary(config: WorkerConfig, events: int, seconds: float) -> str:

@@ -32,9 +32,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
-from rules.model import ChargeDecision, DecisionSource, DecisionStatus, ErrorKind
+from rules.model import ChargeDecision, DecisionSource, ErrorKind
 from rules.pack import PackSet, load_packs
-from rules.visit import Ledger, Publication, VisitKey
+from rules.visit import Ledger, Publication, VisitKey, table_rank
 from worker import logs
 from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig, add_arguments, from_args
@@ -377,11 +377,6 @@ def state_partition(patient_key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-def _rank(decision: ChargeDecision) -> tuple[int, int]:
-    # As latest_decisions: highest version; on a tie the decision beats its RETRACTED record.
-    return (decision.decision_version, 0 if decision.status == DecisionStatus.RETRACTED else 1)
-
-
 class _Replayer:
     def __init__(
         self,
@@ -452,7 +447,7 @@ class _Replayer:
             self.sink.decision(publication.ledger, decision)
             report.decisions += 1
             current = latest.get(decision.charge_id)
-            if current is None or _rank(decision) > _rank(current):
+            if current is None or table_rank(decision) > table_rank(current):
                 latest[decision.charge_id] = decision
 
     def maintain(self) -> None:
