@@ -12,6 +12,7 @@ import io
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -26,10 +27,14 @@ _HEADER = struct.Struct(">bI")
 
 
 def default_schemas_dir() -> Path:
+    """CHARGE_CAPTURE_SCHEMAS_DIR, else the checkout's schemas/, else the installed copy."""
     configured = os.environ.get("CHARGE_CAPTURE_SCHEMAS_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / "schemas"
+    checkout = Path(__file__).resolve().parent.parent / "schemas"
+    if (checkout / "registry.json").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "charge-capture" / "schemas"
 
 
 class UndecidableRecord(Exception):
