@@ -21,7 +21,7 @@ from tests.helpers import wait_until
 from worker import cli
 from worker.app import Worker
 from worker.broker import BrokerInfo
-from worker.commands import latest_decisions, produce_events
+from worker.commands import produce_events
 from worker.config import WorkerConfig
 from worker.replay import (
     PARTIAL_VISIT_FLAG,
@@ -37,7 +37,7 @@ from worker.replay import (
     state_partition,
 )
 from worker.serde import Codec
-from worker.topics import ensure_topics, read_to_end
+from worker.topics import ensure_topics, latest_decisions, read_to_end
 
 pytestmark = pytest.mark.broker
 

@@ -26,10 +26,10 @@ from rules.visit import decide_events
 from tests.helpers import wait_until
 from tests.worker_process import GroupProgress, RecordCounter, WorkerProcess, worker_config
 from worker.broker import BrokerInfo
-from worker.commands import latest_decisions, produce_events
+from worker.commands import produce_events
 from worker.sample import generate_events
 from worker.serde import Codec
-from worker.topics import ensure_topics, read_to_end
+from worker.topics import ensure_topics, latest_decisions, read_to_end
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -26,9 +26,9 @@ from tests.worker_process import (
     worker_config,
 )
 from worker.broker import BrokerInfo
-from worker.commands import latest_decisions, produce_events
+from worker.commands import produce_events
 from worker.sample import generate_events
-from worker.topics import ensure_topics
+from worker.topics import ensure_topics, latest_decisions
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -13,19 +13,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from kafka import KafkaProducer
 
-from rules.model import ChargeDecision, ChargeEvent
-from rules.visit import table_rank
+from rules.model import ChargeEvent
 from worker import logs
 from worker.app import CallDeadlineExceeded, Worker
 from worker.broker import EmbeddedBroker
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.metrics import Health, Metrics, start_http_server
 from worker.serde import Codec
-from worker.topics import ensure_topics, read_to_end
+from worker.topics import ensure_topics, latest_decisions, read_to_end
 
 log = logging.getLogger("charge_capture")
 EXIT_STUCK = 70  # EX_SOFTWARE: a transactional call exceeded its deadline
@@ -221,31 +219,6 @@ def _serve(seconds: float | None, stop: threading.Event) -> None:
             input()
         return
     stop.wait(seconds)
-
-
-def latest_decisions(
-    bootstrap_servers: str, topics: list[str], codec: Codec | None = None, **client: Any
-) -> tuple[dict[str, ChargeDecision], Counter[str]]:
-    """Latest decision per charge over the output topics, and the records seen by status.
-
-    Latest = highest decision_version; on a tie the decision beats the RETRACTED record of
-    the ledger it left, so the table is correct whatever the topic read order.
-    """
-    codec = codec or Codec()
-    latest: dict[str, ChargeDecision] = {}
-    published: Counter[str] = Counter()
-    seen: set[tuple[str, int, str, str]] = set()
-    for record in read_to_end(bootstrap_servers, topics, **client):
-        decision = codec.decode_decision(record.value)
-        identity = (decision.charge_id, decision.decision_version, decision.status, record.topic)
-        if identity in seen:  # a leaked aborted copy (Tansu): identical by construction
-            continue
-        seen.add(identity)
-        published[decision.status.value] += 1
-        current = latest.get(decision.charge_id)
-        if current is None or table_rank(decision) > table_rank(current):
-            latest[decision.charge_id] = decision
-    return latest, published
 
 
 def format_demo_summary(config: WorkerConfig, events: int, seconds: float) -> str:

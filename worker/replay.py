@@ -40,6 +40,7 @@ from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.serde import EVENT, Codec, UndecidableRecord, dead_letter_for
 from worker.state import PartitionState
+from worker.topics import latest_decisions
 
 PARTIAL_VISIT_FLAG = "PARTIAL_VISIT"
 DEFAULT_DIFF_OUT = Path("replay-diff.jsonl")
@@ -685,8 +686,6 @@ def run_replay(
         consumer.close(autocommit=False)
 
     if options.diff:
-        from worker.commands import latest_decisions
-
         assert config.bootstrap_servers
         live, _ = latest_decisions(
             config.bootstrap_servers,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from rules.model import ChargeDecision
+from rules.visit import table_rank
 from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig
+from worker.serde import Codec
 
 
 def topic_specs(config: WorkerConfig) -> list[TopicSpec]:
@@ -77,3 +81,28 @@ def read_to_end(
                 raise TimeoutError(f"reading {topics} did not reach the end in {timeout_s} s")
     finally:
         consumer.close(autocommit=False)
+
+
+def latest_decisions(
+    bootstrap_servers: str, topics: list[str], codec: Codec | None = None, **client: Any
+) -> tuple[dict[str, ChargeDecision], Counter[str]]:
+    """Latest decision per charge over the output topics, and the records seen by status.
+
+    Latest = highest decision_version; on a tie the decision beats the RETRACTED record of
+    the ledger it left, so the table is correct whatever the topic read order.
+    """
+    codec = codec or Codec()
+    latest: dict[str, ChargeDecision] = {}
+    published: Counter[str] = Counter()
+    seen: set[tuple[str, int, str, str]] = set()
+    for record in read_to_end(bootstrap_servers, topics, **client):
+        decision = codec.decode_decision(record.value)
+        identity = (decision.charge_id, decision.decision_version, decision.status, record.topic)
+        if identity in seen:  # a leaked aborted copy (Tansu): identical by construction
+            continue
+        seen.add(identity)
+        published[decision.status.value] += 1
+        current = latest.get(decision.charge_id)
+        if current is None or table_rank(decision) > table_rank(current):
+            latest[decision.charge_id] = decision
+    return latest, published
