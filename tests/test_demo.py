@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_until
+from tests.worker_harness import config_flags
 from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
 from worker.topics import ensure_topics
@@ -75,20 +76,7 @@ def test_demo_summary_matches_its_metrics(
         str(port),
         "--serve-seconds",
         "30",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--app-id",
-        config.app_id,
-        "--instance-id",
-        config.instance_id,
-        "--input-topic",
-        config.input_topic,
-        "--corrected-topic",
-        config.corrected_topic,
-        "--held-topic",
-        config.held_topic,
-        "--dlq-topic",
-        config.dlq_topic,
+        *config_flags(config),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGE_CAPTURE_")}
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"

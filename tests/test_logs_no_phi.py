@@ -22,6 +22,7 @@ from kafka.structs import TopicPartition
 from rules.model import ChargeEvent
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
+from tests.worker_harness import config_flags
 from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
 from worker.logs import JsonFormatter
@@ -104,20 +105,7 @@ def _run_args(config: WorkerConfig) -> list[str]:
     return [
         str(CHARGE_CAPTURE),
         "run",
-        "--bootstrap-servers",
-        config.bootstrap_servers,
-        "--app-id",
-        config.app_id,
-        "--instance-id",
-        config.instance_id,
-        "--input-topic",
-        config.input_topic,
-        "--corrected-topic",
-        config.corrected_topic,
-        "--held-topic",
-        config.held_topic,
-        "--dlq-topic",
-        config.dlq_topic,
+        *config_flags(config),
         "--session-timeout-ms",
         str(config.session_timeout_ms),
         "--heartbeat-interval-ms",

@@ -18,6 +18,7 @@ from rules.model import ChargeDecision, ChargeEvent, EventType, PlanType
 from rules.pack import DEFAULT_PACKS_DIR
 from rules.visit import VisitKey
 from tests.helpers import wait_until
+from tests.worker_harness import config_flags
 from worker import cli
 from worker.app import Worker
 from worker.broker import BrokerInfo
@@ -352,18 +353,7 @@ def test_partial_visits_flagged_without_warmup_and_not_with_it(live: Live, tmp_p
 def test_cli_replay_smoke(live: Live, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = live.config
     common = [
-        "--bootstrap-servers",
-        live.bootstrap,
-        "--app-id",
-        config.app_id,
-        "--input-topic",
-        config.input_topic,
-        "--corrected-topic",
-        config.corrected_topic,
-        "--held-topic",
-        config.held_topic,
-        "--dlq-topic",
-        config.dlq_topic,
+        *config_flags(config),
     ]
     out = tmp_path / "cli.jsonl"
     code = cli.main(

@@ -35,6 +35,21 @@ def worker_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerCo
     return config
 
 
+def config_flags(config: WorkerConfig) -> list[str]:
+    """The command-line flags that point a `charge-capture` command at `config`'s topics."""
+    assert config.bootstrap_servers
+    return [
+        "--bootstrap-servers", config.bootstrap_servers,
+        "--app-id", config.app_id,
+        "--group-id", config.group,
+        "--instance-id", config.instance_id,
+        "--input-topic", config.input_topic,
+        "--corrected-topic", config.corrected_topic,
+        "--held-topic", config.held_topic,
+        "--dlq-topic", config.dlq_topic,
+    ]  # fmt: skip
+
+
 @contextlib.contextmanager
 def running_worker(config: WorkerConfig) -> Iterator[Worker]:
     worker = Worker(config, metrics=Metrics(), health=Health())
