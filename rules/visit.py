@@ -159,8 +159,10 @@ class Visit:
         version = before.version + 1 if before else first_version
         status, ledger = verdict.status, Ledger.of(verdict.status)
         decision = _decision(self.key, verdict, status, version, pack, source, flags)
-        left = before is not None and before.status != DecisionStatus.VOIDED
-        if left and before is not None and before.ledger != ledger:
+        moved = before is not None and before.ledger != ledger
+        if moved and before is not None and before.status != DecisionStatus.VOIDED:
+            # The ledger it leaves gets a RETRACTED with the version that replaces it; after a
+            # VOIDED there is nothing left there to retract.
             yield Publication(before.ledger, _retract(decision, DecisionStatus.RETRACTED))
         self.published[charge_id] = Published(version, status, ledger, digest)
         yield Publication(ledger, decision)
