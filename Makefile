@@ -30,9 +30,9 @@ test: $(STAMP) promtool lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/check_throughput.py
-	$(BIN)/python bench/stream_throughput.py
-	$(BIN)/python bench/replay_throughput.py
+	$(BIN)/python -m bench.check_throughput
+	$(BIN)/python -m bench.stream_throughput
+	$(BIN)/python -m bench.replay_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

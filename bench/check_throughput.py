@@ -1,6 +1,6 @@
 """Throughput of `charge-capture check` over the generator's output (issue: >= 50k events/s).
 
-    python bench/check_throughput.py [--events 100000] [--seed 1] [--runs 3]
+    python -m bench.check_throughput [--events 100000] [--seed 1] [--runs 3]
 
 Generates a reproducible day, writes it to a temp file, then runs the same code path as the
 CLI (`run_check`) in this one process and prints events/s for each run and the best.

@@ -9,20 +9,18 @@ number is the yardstick for the worker's events/s (decode, rules and state come 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from worker.broker import BOOTSTRAP_ENV, EmbeddedBroker, TopicSpec, create_topics
+from bench.common import bench_broker
+from worker.broker import TopicSpec, create_topics
 
 
 @dataclass(frozen=True)
@@ -135,20 +133,6 @@ def preload(bootstrap_servers: str, topic: str, events: int, *, value_size: int 
     return events / (time.monotonic() - began)
 
 
-@contextlib.contextmanager
-def _bootstrap() -> Iterator[str]:
-    external = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if external:
-        yield external
-        return
-    with EmbeddedBroker() as broker:
-        print(
-            f"embedded Tansu on {broker.bootstrap_servers} (up in {broker.startup_s:.2f}s)",
-            file=sys.stderr,
-        )
-        yield broker.bootstrap_servers
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=100_000)
@@ -158,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = uuid.uuid4().hex[:8]
     in_topic, out_topic = f"bench.{run}.in", f"bench.{run}.out"
-    with _bootstrap() as bootstrap:
+    with bench_broker() as (bootstrap, broker_kind):
+        print(broker_kind, file=sys.stderr)
         create_topics(
             bootstrap,
             [TopicSpec(in_topic, args.partitions), TopicSpec(out_topic, args.partitions)],

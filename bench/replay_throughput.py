@@ -9,32 +9,19 @@ patient, then times `run_replay` over the whole topic (read, decode, decide, wri
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
+from bench.common import bench_broker
 from rules.model import ChargeEvent
-from worker.broker import BOOTSTRAP_ENV, EmbeddedBroker, TopicSpec, create_topics
+from worker.broker import TopicSpec, create_topics
 from worker.commands import produce_events
 from worker.config import WorkerConfig
 from worker.replay import FileOutput, ReplayOptions, run_replay
 from worker.sample import generate_events
-
-
-@contextlib.contextmanager
-def _bootstrap() -> Iterator[str]:
-    external = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if external:
-        yield external
-        return
-    with EmbeddedBroker() as broker:
-        print(f"embedded Tansu on {broker.bootstrap_servers}", file=sys.stderr)
-        yield broker.bootstrap_servers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     run = uuid.uuid4().hex[:8]
-    with _bootstrap() as bootstrap:
+    with bench_broker() as (bootstrap, broker_kind):
+        print(broker_kind, file=sys.stderr)
         config = WorkerConfig(
             bootstrap_servers=bootstrap,
             app_id=f"bench-{run}",

@@ -23,27 +23,25 @@ charge events (`worker.sample.generate_events`) in one input topic:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import logging
 import math
-import os
 import statistics
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from bench.common import bench_broker
 from bench.passthrough import run_passthrough
 from rules.model import ChargeEvent
 from worker.app import Worker
-from worker.broker import BOOTSTRAP_ENV, EmbeddedBroker, TopicSpec, create_topics
+from worker.broker import TopicSpec, create_topics
 from worker.commands import produce_events
 from worker.config import WorkerConfig
 from worker.sample import generate_events
@@ -179,16 +177,6 @@ def _latencies(
     return stamped, visible
 
 
-@contextlib.contextmanager
-def _bootstrap() -> Iterator[tuple[str, str]]:
-    external = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if external:
-        yield external, "external"
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap_servers, "embedded Tansu"
-
-
 def _ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
     """Next offset per partition, by reading to the highwater seen on a fetch."""
     ends: dict[TopicPartition, int] = {}
@@ -219,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     run = uuid.uuid4().hex[:8]
-    with _bootstrap() as (bootstrap, broker_kind):
-        note(f"broker: {broker_kind} at {bootstrap}")
+    with bench_broker() as (bootstrap, broker_kind):
+        note(f"broker: {broker_kind}")
         config = WorkerConfig(
             bootstrap_servers=bootstrap,
             app_id=f"bench.{run}",

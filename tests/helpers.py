@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def wait_until(
@@ -24,3 +27,16 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} (after {timeout_s}s)")
         time.sleep(interval_s)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 30) -> int:
+    """SIGTERM a child (if still running) and return its exit code; kill it and fail if it
+    does not stop within `timeout_s` (a clean shutdown is part of what the tests check)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+        raise

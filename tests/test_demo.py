@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import wait_until
+from tests.helpers import stop_process, wait_until
 from tests.worker_harness import config_flags
 from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
@@ -101,14 +100,7 @@ def test_demo_summary_matches_its_metrics(
         samples = scrape(metrics_match.group(1))
         assert proc.poll() is None, "the demo stopped serving before --serve-seconds"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            returncode = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-            raise
+        returncode = stop_process(proc)
     assert returncode == 0, stderr_path.read_text()[-3000:]
 
     rows = {m.group(1): int(m.group(3)) for m in ROW_RE.finditer(summary)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from kafka.structs import TopicPartition
 
 from rules.model import ChargeEvent
 from tests.factories import charge, other_line
-from tests.helpers import wait_until
+from tests.helpers import stop_process, wait_until
 from tests.worker_harness import config_flags
 from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
@@ -226,14 +225,7 @@ def test_a_full_run_logs_json_lines_without_phi(
             "the re-keyed event or the dead letters never came out",
         )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            returncode = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-            raise
+        returncode = stop_process(proc)
     assert returncode == 0, stderr_path.read_text()[-3000:]
 
     stdout = stdout_path.read_text()
