@@ -15,7 +15,8 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+
+from pydantic import BaseModel
 
 from rules.model import ChargeEvent, DecisionSource, DecisionStatus
 from rules.pack import PackSet
@@ -35,30 +36,36 @@ def visit_key_from_bytes(raw: bytes) -> VisitKey:
     return VisitKey(patient, dt.date.fromisoformat(day))
 
 
+class VisitSnapshot(BaseModel):
+    """A visit as its changelog record stores it (JSON; serialized by pydantic-core)."""
+
+    charges: list[ChargeEvent]
+    seen: list[str]  # sorted, so the same visit always writes the same bytes
+    published: dict[str, tuple[int, DecisionStatus, Ledger, str]]
+
+
 def encode_visit(visit: Visit) -> bytes:
-    return json.dumps(
-        {
-            "charges": [c.model_dump(mode="json") for c in visit.charges.values()],
-            "seen": sorted(visit.seen_event_ids),
-            "published": {
-                cid: [p.version, p.status.value, p.ledger.value, p.fingerprint]
-                for cid, p in visit.published.items()
-            },
+    # Every part is already validated: construct without validating again.
+    snapshot = VisitSnapshot.model_construct(
+        charges=list(visit.charges.values()),
+        seen=sorted(visit.seen_event_ids),
+        published={
+            cid: (p.version, p.status, p.ledger, p.fingerprint)
+            for cid, p in visit.published.items()
         },
-        separators=(",", ":"),
-    ).encode()
+    )
+    return VisitSnapshot.__pydantic_serializer__.to_json(snapshot)
 
 
 def decode_visit(key: VisitKey, raw: bytes) -> Visit:
-    data: dict[str, Any] = json.loads(raw)
-    charges = [ChargeEvent.model_validate(c) for c in data["charges"]]
+    snapshot = VisitSnapshot.model_validate_json(raw)
     return Visit(
         key=key,
-        charges={c.charge_id: c for c in charges},
-        seen_event_ids=set(data["seen"]),
+        charges={c.charge_id: c for c in snapshot.charges},
+        seen_event_ids=set(snapshot.seen),
         published={
-            cid: Published(version, DecisionStatus(status), Ledger(ledger), digest)
-            for cid, (version, status, ledger, digest) in data["published"].items()
+            cid: Published(version, status, ledger, digest)
+            for cid, (version, status, ledger, digest) in snapshot.published.items()
         },
     )
 
