@@ -12,7 +12,8 @@ from functools import lru_cache
 _PROCEDURE = re.compile(r"(?:\d{4}[0-9FTU]|[A-V]\d{4})")
 _MODIFIER = re.compile(r"[0-9A-Z]{2}")
 # ICD-10-CM: letter, digit, alphanumeric category, then up to four characters after the dot.
-_ICD10 = re.compile(r"[A-TV-Z]\d[0-9A-Z](?:\.[0-9A-Z]{1,4})?")
+# Every letter is a chapter, U included (codes for special purposes: U07.1, U09.9).
+_ICD10 = re.compile(r"[A-Z]\d[0-9A-Z](?:\.[0-9A-Z]{1,4})?")
 
 
 @lru_cache(maxsize=65536)

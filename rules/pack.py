@@ -59,6 +59,9 @@ class RulePack:
     traction_max_units: int
     max_modifiers: int
     distinct_modifiers: frozenset[str]
+    # NCCI PTP: from this date of service a distinct modifier on either line of a pair counts;
+    # before it, only on the column-2 line (None: the column-2 line only, always).
+    distinct_either_line_from: dt.date | None
     x_modifiers: frozenset[str]
     therapy_modifiers: frozenset[str]
     distinct_pair_codes: frozenset[str]
@@ -82,6 +85,10 @@ class RulePack:
     _support_index: Mapping[str, tuple[SupportingDiagnosis, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+
+    def distinct_on_either_line(self, day: dt.date) -> bool:
+        start = self.distinct_either_line_from
+        return start is not None and day >= start
 
     def __post_init__(self) -> None:
         index: dict[str, list[SupportingDiagnosis]] = {}
@@ -164,6 +171,7 @@ def _build(data: dict[str, Any], base: Path) -> RulePack:
         traction_max_units=int(data["traction"]["max_units"]),
         max_modifiers=int(mods["max_per_line"]),
         distinct_modifiers=frozenset(mods["distinct"]),
+        distinct_either_line_from=_date(mods.get("distinct_either_line_from")),
         x_modifiers=frozenset(mods["x_modifiers"]),
         therapy_modifiers=frozenset(mods["therapy"]),
         distinct_pair_codes=frozenset(data["distinct_pairs"]["codes"]),

@@ -207,10 +207,15 @@ def ncci_ptp(line: ChargeEvent, visit: VisitContext) -> Hold | None:
         partners = visit.others_with((edit.column1,), line)
         if not partners:
             continue
-        if edit.modifier_indicator == 1 and _has_distinct(pack, [line, *map(visit.line, partners)]):
+        either = (
+            pack.distinct_either_line_from is not None and day >= pack.distinct_either_line_from
+        )
+        lines = [line, *map(visit.line, partners)] if either else [line]
+        if edit.modifier_indicator == 1 and _has_distinct(pack, lines):
             continue
         allowed = (
             "allowed only with 59/XE/XS/XP/XU where the service was distinct"
+            + ("" if either else f" (on the {edit.column2} line for this date of service)")
             if edit.modifier_indicator == 1
             else "never allowed together (modifier indicator 0)"
         )

@@ -55,6 +55,25 @@ def test_ptp_modifier_on_either_line_releases_indicator_1() -> None:
     assert verdicts["C2"].status == "ACCEPTED"
 
 
+def test_ptp_modifier_counts_only_on_column_2_before_2019_07_01() -> None:
+    early = {"date_of_service": "2019-06-28", "occurred_at": "2019-06-28T15:00:00Z"}
+    on_column_1 = _decide(
+        other_line("98940", "C1", modifiers=["59"], **early), other_line("97112", "C2", **early)
+    )
+    (held,) = on_column_1["C2"].holds
+    assert held.rule_id == "NCCI_PTP" and "on the 97112 line" in held.message
+    on_column_2 = _decide(
+        other_line("98940", "C1", **early), other_line("97112", "C2", modifiers=["59"], **early)
+    )
+    assert on_column_2["C2"].status == "ACCEPTED"
+    from_july = {"date_of_service": "2019-07-01", "occurred_at": "2019-07-01T15:00:00Z"}
+    either = _decide(
+        other_line("98940", "C1", modifiers=["59"], **from_july),
+        other_line("97112", "C2", **from_july),
+    )
+    assert either["C2"].status == "ACCEPTED"
+
+
 def test_ptp_deleted_edit_and_indicator_9_do_not_apply() -> None:
     after_deletion = _decide(charge(charge_id="C2"), other_line("99213", "C1"))
     assert "NCCI_PTP" not in {h.rule_id for h in after_deletion["C2"].holds}

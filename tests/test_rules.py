@@ -344,6 +344,9 @@ def test_invalid_charge(overrides: dict[str, object], text: str) -> None:
 def test_valid_codes_are_not_invalid() -> None:
     for code in ("97012", "0001F", "0191T", "S9090"):
         assert "INVALID_CHARGE" not in rule_ids(decide(other_line(code, "C1"))["C1"])
+    for diagnoses in (["M54.16", "U07.1"], ["M5416", "U099"], ["S13.4XXA"]):
+        line = other_line("97110", "C1", diagnosis_codes=diagnoses)
+        assert "INVALID_CHARGE" not in rule_ids(decide(line)["C1"]), diagnoses
 
 
 # --- combinations ---------------------------------------------------------------------------
