@@ -126,21 +126,16 @@ class Visit:
         pack: RulePack,
         source: DecisionSource,
         flags: tuple[str, ...] = (),
-        first_version: int = 1,
     ) -> list[Publication]:
-        """Decide the visit again; return (and remember) the decisions that changed.
-
-        `first_version` numbers a charge this visit has never published; a visit rebuilt
-        after its state expired starts above anything it can have published before.
-        """
+        """Decide the visit again; return (and remember) the decisions that changed."""
         verdicts = self.decide(pack)
         out: list[Publication] = []
         for charge_id in sorted(self.charges):
             verdict = verdicts.get(charge_id)
             if verdict is None:
-                out.extend(self._void(charge_id, pack, source, flags, first_version))
+                out.extend(self._void(charge_id, pack, source, flags))
             else:
-                out.extend(self._decided(charge_id, verdict, pack, source, flags, first_version))
+                out.extend(self._decided(charge_id, verdict, pack, source, flags))
         return out
 
     def _decided(
@@ -150,13 +145,12 @@ class Visit:
         pack: RulePack,
         source: DecisionSource,
         flags: tuple[str, ...],
-        first_version: int,
     ) -> Iterator[Publication]:
         before = self.published.get(charge_id)
         digest = fingerprint(verdict, self._source_digest(charge_id))
         if before is not None and before.fingerprint == digest:
             return
-        version = before.version + 1 if before else first_version
+        version = before.version + 1 if before else 1
         status, ledger = verdict.status, Ledger.of(verdict.status)
         decision = _decision(self.key, verdict, status, version, pack, source, flags)
         moved = before is not None and before.ledger != ledger
@@ -173,7 +167,6 @@ class Visit:
         pack: RulePack,
         source: DecisionSource,
         flags: tuple[str, ...],
-        first_version: int,
     ) -> Iterator[Publication]:
         before = self.published.get(charge_id)
         if before is not None and before.status == DecisionStatus.VOIDED:
@@ -181,7 +174,7 @@ class Visit:
         # A charge voided before any decision was published is still announced, on the
         # billable ledger, so a table reader knows the charge_id is not to be billed.
         ledger = before.ledger if before else Ledger.BILLABLE
-        version = before.version + 1 if before else first_version
+        version = before.version + 1 if before else 1
         voided = Verdict(billed=self.charges[charge_id], corrections=(), holds=())
         decision = _decision(self.key, voided, DecisionStatus.VOIDED, version, pack, source, flags)
         self.published[charge_id] = Published(version, DecisionStatus.VOIDED, ledger, "")

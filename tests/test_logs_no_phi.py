@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from rules.model import ChargeEvent
+from rules.visit import VisitKey
 from tests.factories import charge, other_line
 from tests.helpers import stop_process, wait_until
 from tests.worker_harness import config_flags
+from worker.app import error_text
 from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
 from worker.logs import JsonFormatter
@@ -260,3 +263,15 @@ def test_a_full_run_logs_json_lines_without_phi(
     output = stdout + "\n" + stderr
     leaked = sorted(v for v in patient_ids | diagnosis_codes if v in output)
     assert not leaked, f"PHI in the worker's output: {leaked}"
+
+
+def test_failure_reasons_in_logs_never_quote_record_data() -> None:
+    patient = "P12345678"
+    unknown_visit = KeyError(VisitKey(patient, charge().date_of_service))
+    assert patient in str(unknown_visit)  # what a plain f"{error}" would have logged
+    for error in (unknown_visit, ValueError(f"bad patient {patient}")):
+        text = error_text(error)
+        assert patient not in text and type(error).__name__ in text
+    assert error_text(KafkaTimeoutError("commit timed out")).endswith("commit timed out")
+    refused = ConnectionRefusedError("[Errno 111] Connection refused")
+    assert "Connection refused" in error_text(refused)

@@ -35,9 +35,9 @@ from worker.replay import (
     parse_position,
     run_replay,
     shadow_topics,
-    state_partition,
 )
 from worker.serde import Codec
+from worker.state import home_partition
 from worker.topics import ensure_topics, latest_decisions, read_to_end
 
 pytestmark = pytest.mark.broker
@@ -388,7 +388,7 @@ def test_cli_replay_smoke(live: Live, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "replay:" in capsys.readouterr().err
 
 
-def test_state_partition_matches_the_producer() -> None:
+def test_home_partition_matches_the_producer() -> None:
     # Properly keyed records land where the default partitioner put them: own state.
     from kafka.partitioner.default import DefaultPartitioner
 
@@ -406,4 +406,4 @@ def test_state_partition_matches_the_producer() -> None:
 
     for key in (b"P1", b"P30777988", b"patient-xyz"):
         expected = partitioner.partition("t", key, key, None, None, _Cluster())
-        assert state_partition(key, 6) == expected
+        assert home_partition(key, 6) == expected

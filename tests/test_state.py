@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 
-from rules.model import ChargeEvent, DecisionSource, DecisionStatus
+import pytest
+
+from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
 from rules.pack import PackSet, load_packs
-from rules.visit import Publication
+from rules.visit import Publication, VisitKey
 from tests.factories import charge, other_line
-from worker.state import META_KEY, PartitionState, decode_visit, encode_visit
+from worker.serde import UndecidableRecord
+from worker.state import (
+    EXPIRED_FLAG,
+    FUTURE_SKEW,
+    META_KEY,
+    PartitionState,
+    decode_visit,
+    encode_visit,
+)
 
 PACKS: PackSet = load_packs()
 RETENTION = dt.timedelta(days=30)
@@ -82,3 +92,145 @@ def test_an_expired_visit_is_tombstoned_and_not_restored() -> None:
         fresh.restore(write.key, write.value)
     assert [key.patient_id for key in fresh.book.visits] == ["P00000002"]
     assert fresh.watermark == state.watermark
+
+
+# -- versions across expiry -----------------------------------------------------------------
+
+MARCH = "2026-03-02"
+
+
+def _at(when: str) -> dict[str, str]:
+    return {"occurred_at": when}
+
+
+def _decisions(pubs: list[Publication]) -> list[tuple[str, DecisionStatus, int, str]]:
+    return [
+        (p.decision.charge_id, p.decision.status, p.decision.decision_version, p.ledger.value)
+        for p in pubs
+    ]
+
+
+def _expired_march_visit() -> PartitionState:
+    """C1 decided twice in March (v1 ACCEPTED, v2 CORRECTED), then event time moves to mid
+    April, past the 30-day retention of that visit."""
+    state = PartitionState(0, RETENTION)
+    _fold(
+        state, [charge(event_id="E1"), charge(event_id="E2", units=3, **_at(f"{MARCH}T15:05:00Z"))]
+    )
+    later = charge(
+        charge_id="C8",
+        event_id="E8",
+        patient_id="P00000002",
+        date_of_service="2026-04-15",
+        **_at("2026-04-15T12:00:00Z"),
+    )
+    _fold(state, [later])
+    assert state.is_expired(VisitKey("P00000001", dt.date(2026, 3, 2)))
+    return state
+
+
+def test_events_for_an_expired_visit_continue_the_charges_versions() -> None:
+    state = _expired_march_visit()
+    first = state.decide(
+        charge(event_id="E3", **_at("2026-04-16T10:00:00.100Z")), _source(3, "E3"), PACKS
+    )
+    second = state.decide(
+        charge(event_id="E4", units=2, **_at("2026-04-16T10:00:00.900Z")), _source(4, "E4"), PACKS
+    )
+    assert _decisions(first) == [("C1", DecisionStatus.ACCEPTED, 3, "corrected")]
+    assert _decisions(second) == [("C1", DecisionStatus.CORRECTED, 4, "corrected")]
+    assert all(EXPIRED_FLAG in p.decision.flags for p in (*first, *second))
+    # the same event again (a retry at another offset) changes nothing
+    again = charge(event_id="E4", units=2, **_at("2026-04-16T10:00:00.900Z"))
+    assert state.decide(again, _source(5, "E4"), PACKS) == []
+    # an event older than the one the last decision came from changes nothing either
+    stale = charge(event_id="E0", units=5, **_at(f"{MARCH}T14:00:00Z"))
+    assert state.decide(stale, _source(6, "E0"), PACKS) == []
+
+
+def test_a_held_charge_released_after_expiry_is_retracted_from_review() -> None:
+    state = PartitionState(0, RETENTION)
+    undocumented = charge(event_id="E1", documentation={"progress_note": False})
+    assert _decisions(_fold(state, [undocumented])) == [("C1", DecisionStatus.HELD, 1, "held")]
+    _fold(
+        state,
+        [
+            charge(
+                charge_id="C8",
+                event_id="E8",
+                patient_id="P2",
+                date_of_service="2026-05-01",
+                **_at("2026-05-01T09:00:00Z"),
+            )
+        ],
+    )
+    fixed = charge(event_id="E2", **_at("2026-05-02T09:00:00Z"))
+    assert _decisions(state.decide(fixed, _source(9, "E2"), PACKS)) == [
+        ("C1", DecisionStatus.RETRACTED, 2, "held"),
+        ("C1", DecisionStatus.ACCEPTED, 2, "corrected"),
+    ]
+
+
+def test_a_charge_moved_out_of_an_expired_visit_keeps_counting_swept_or_not() -> None:
+    moved = charge(event_id="E5", date_of_service="2026-04-14", **_at("2026-04-16T08:00:00Z"))
+    outcomes = []
+    for swept in (False, True):
+        state = _expired_march_visit()
+        if swept:
+            state.sweep()
+        outcomes.append(_decisions(state.decide(moved, _source(5, "E5"), PACKS)))
+    assert outcomes[0] == outcomes[1] == [("C1", DecisionStatus.ACCEPTED, 3, "corrected")]
+
+
+def test_retired_charges_survive_restoration() -> None:
+    state = _expired_march_visit()
+    state.sweep()
+    assert set(state.retired) == {"C1"}
+    restored = _restored(state)
+    assert restored.retired == state.retired
+    late = charge(event_id="E3", units=4, **_at("2026-04-16T10:00:00Z"))
+    assert [p.decision for p in restored.decide(late, _source(3, "E3"), PACKS)] == [
+        p.decision for p in state.decide(late, _source(3, "E3"), PACKS)
+    ]
+
+
+def test_a_date_of_service_beyond_the_version_memory_is_undecidable() -> None:
+    state = PartitionState(0, RETENTION, version_memory=dt.timedelta(days=400))
+    _fold(
+        state,
+        [
+            charge(
+                charge_id="C8",
+                event_id="E8",
+                date_of_service="2027-06-01",
+                **_at("2027-06-01T09:00:00Z"),
+            )
+        ],
+    )
+    with pytest.raises(UndecidableRecord) as caught:
+        state.decide(charge(event_id="E1"), _source(1, "E1"), PACKS)
+    assert caught.value.kind == ErrorKind.VALIDATION
+    assert "400 days" in caught.value.message
+
+
+# -- event time ---------------------------------------------------------------------------
+
+
+def test_a_mistyped_future_occurred_at_moves_event_time_only_to_its_record_time() -> None:
+    state = PartitionState(0, RETENTION)
+    _fold(state, [charge(event_id="E1")])
+    typo = charge(charge_id="C2", event_id="E2", patient_id="P2", **_at("2099-03-02T15:00:00Z"))
+    captured = dt.datetime(2026, 3, 2, 16, 0, tzinfo=dt.UTC)
+    state.decide(typo, _source(2, "E2"), PACKS, record_time=captured)
+    assert state.watermark == captured + FUTURE_SKEW
+    state.sweep()
+    assert len(state.book.visits) == 2  # nothing expired
+
+
+def test_a_rekeyed_event_does_not_move_event_time() -> None:
+    state = PartitionState(0, RETENTION)
+    _fold(state, [charge(event_id="E1")])
+    before = state.watermark
+    late = charge(charge_id="C2", event_id="E2", patient_id="P2", **_at("2026-06-01T00:00:00Z"))
+    assert state.decide(late, _source(2, "E2"), PACKS, rekeyed=True) != []
+    assert state.watermark == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 
 import pytest
 
@@ -10,9 +11,13 @@ from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
 from tests.worker_harness import running_worker, send_raw, worker_config
-from worker.broker import BrokerInfo
+from worker.app import TopicLayoutError, Worker
+from worker.broker import BrokerInfo, TopicSpec, create_topics
 from worker.commands import produce_events
+from worker.config import WorkerConfig
+from worker.metrics import Health, Metrics
 from worker.serde import Codec
+from worker.state import home_partition
 from worker.topics import read_to_end
 
 pytestmark = pytest.mark.broker
@@ -125,15 +130,23 @@ def test_bad_records_are_dead_lettered_and_good_ones_around_them_decided(
     assert billable["G2"].status == "ACCEPTED"
 
 
+@pytest.mark.parametrize("misplaced", ["keyed by another id", "on another partition"])
 def test_mis_keyed_event_is_rekeyed_and_decided_with_its_visit(
-    broker: BrokerInfo, topic_prefix: str
+    broker: BrokerInfo, topic_prefix: str, misplaced: str
 ) -> None:
     config = worker_config(broker, topic_prefix)
     traction = charge(event_id="E1", charge_id="T1")
     cmt = other_line("98940", "M1", event_id="E2")
+    if misplaced == "keyed by another id":
+        key, partition = b"encounter-123", None
+    else:  # keyed by the patient, placed by another partitioner
+        key, partition = (
+            b"P00000001",
+            (home_partition(b"P00000001", config.partitions) + 1) % config.partitions,
+        )
     with running_worker(config) as worker:
         produce_events(config, [traction])
-        send_raw(config, [(b"encounter-123", CODEC.encode_event(cmt))])
+        send_raw(config, [(key, CODEC.encode_event(cmt))], partition=partition)
         # 2 input records + 1 re-keyed copy on the repartition topic
         wait_until(lambda: caught_up_after(worker, 3), 60, message="re-keyed event not decided")
         wait_until(
@@ -151,3 +164,27 @@ def test_mis_keyed_event_is_rekeyed_and_decided_with_its_visit(
     )
     held = [d for d in decisions(broker, config.held_topic) if d.charge_id == "T1"]
     assert held[-1].holds[0].related_charge_ids == ("M1",)
+
+
+def test_a_repartition_topic_with_another_partition_count_stops_the_worker(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    config = WorkerConfig(
+        bootstrap_servers=broker.bootstrap_servers,
+        app_id=f"{topic_prefix}-app",
+        instance_id="test",
+        input_topic=f"{topic_prefix}.charges.captured",
+        http_port=0,
+    )
+    create_topics(
+        broker.bootstrap_servers,
+        [
+            TopicSpec(config.input_topic, 6),
+            TopicSpec(config.repartition_topic, 3),
+            TopicSpec(config.changelog_topic, 6),
+        ],
+    )
+    worker = Worker(config, metrics=Metrics(), health=Health())
+    with pytest.raises(TopicLayoutError, match=r"repartition=3"):
+        worker.run(threading.Event())
+    assert worker.restarts == 0  # not a restart loop: no restart can fix it

@@ -64,13 +64,16 @@ def running_worker(config: WorkerConfig) -> Iterator[Worker]:
 
 
 def send_raw(
-    config: WorkerConfig, items: list[tuple[bytes | None, bytes | None]], topic: str | None = None
+    config: WorkerConfig,
+    items: list[tuple[bytes | None, bytes | None]],
+    topic: str | None = None,
+    partition: int | None = None,
 ) -> None:
     """Produce raw key/value bytes (for malformed records), to the input topic by default."""
     producer = KafkaProducer(bootstrap_servers=config.bootstrap_servers)
     try:
         for key, value in items:
-            producer.send(topic or config.input_topic, key=key, value=value)
+            producer.send(topic or config.input_topic, key=key, value=value, partition=partition)
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=5)

@@ -27,14 +27,25 @@ from rules.pack import PackSet, load_packs
 from rules.visit import Ledger
 from worker.assignor import CopartitionedCooperativeStickyAssignor
 from worker.config import Guarantee, WorkerConfig
-from worker.logs import fields
+from worker.logs import describe_error, fields
 from worker.metrics import Health, Metrics
 from worker.serde import Codec, UndecidableRecord, dead_letter_for
-from worker.state import PartitionState, is_committed, offset_headers
+from worker.state import (
+    PartitionState,
+    home_partition,
+    is_committed,
+    offset_headers,
+    record_time,
+)
 
 log = logging.getLogger("charge_capture.worker")
 T = TypeVar("T")
 HELD_SCAN_INTERVAL_S = 15.0  # the scan walks all visits: a gauge need not be fresher
+
+
+def error_text(error: BaseException) -> str:
+    """An exception as log lines may show it: Kafka's and our own errors name no record data."""
+    return describe_error(error, KafkaError, UndecidableRecord, CallDeadlineExceeded)
 
 
 class InstanceRestart(Exception):
@@ -43,6 +54,11 @@ class InstanceRestart(Exception):
 
 class CallDeadlineExceeded(Exception):
     """A transactional call did not return in time: the instance fails loudly."""
+
+
+class TopicLayoutError(Exception):
+    """The input, repartition and changelog topics are missing or not co-partitioned: no
+    restart can fix that, so the process stops with the reason."""
 
 
 def with_deadline(call: Callable[[], T], seconds: float, what: str) -> T:
@@ -89,7 +105,6 @@ class Worker:
         self.health = health or Health()
         self.packs = packs or load_packs(config.rules_dir)
         self.codec = codec or Codec()
-        self.retention = dt.timedelta(days=config.retention_days)
         self.states: dict[int, PartitionState] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.restarts = 0
@@ -136,6 +151,7 @@ class Worker:
             self._open_clients()  # inside: a half-opened set of clients is closed too
             consumer = self._consumer
             assert consumer is not None
+            self._check_topic_layout(consumer)
             consumer.subscribe(list(self.inputs), listener=_Listener(self))
             while not stop.is_set():
                 self.health.mark_loop_alive()
@@ -150,6 +166,17 @@ class Worker:
                 self._update_gauges()
         finally:
             self._close_clients()
+
+    def _check_topic_layout(self, consumer: KafkaConsumer) -> None:
+        """Partition p of the input, the repartition and the changelog topic hold one state
+        store; with other counts some patients would never be assigned or restored."""
+        names = (*self.inputs, self.config.changelog_topic)
+        counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in names}
+        if 0 in counts.values() or len(set(counts.values())) != 1:
+            raise TopicLayoutError(
+                "topics must exist with one partition count (run `charge-capture topics`): "
+                + ", ".join(f"{name}={n}" for name, n in counts.items())
+            )
 
     def _kafka_common(self) -> dict[str, Any]:
         return {
@@ -259,7 +286,7 @@ class Worker:
         try:
             self._restore(numbers)
         except KafkaError as error:  # e.g. a broker blip while reading committed offsets
-            raise InstanceRestart(f"restore of {numbers} failed: {error}") from error
+            raise InstanceRestart(f"restore of {numbers} failed: {error_text(error)}") from error
         self._to_restore.difference_update(numbers)
         consumer.resume(*[TopicPartition(t, n) for t in self.inputs for n in numbers])
         self._set_ready()
@@ -293,7 +320,7 @@ class Worker:
                 offset = consumer.committed(tp) or 0
                 committed[number][topic] = offset
                 self.committed[tp] = offset
-        states = {n: PartitionState(n, self.retention) for n in numbers}
+        states = {n: self.config.new_state(n) for n in numbers}
         tps = [TopicPartition(self.config.changelog_topic, n) for n in numbers]
         restorer.assign(tps)
         restorer.seek_to_beginning(*tps)
@@ -344,8 +371,9 @@ class Worker:
                     # Not restored (or revoked meanwhile): read these again once it is.
                     consumer.seek(tp, partition_records[0].offset)
                     continue
+                partitions = len(consumer.partitions_for_topic(tp.topic) or ())
                 for record in partition_records:
-                    self._process_record(record, state)
+                    self._process_record(record, state, partitions)
                     batch.events += 1
                 batch.next_offsets[tp] = partition_records[-1].offset + 1
                 self.metrics.events_consumed.labels(topic=tp.topic).inc(len(partition_records))
@@ -355,18 +383,19 @@ class Worker:
             raise
         except Exception as error:
             self._abort(error)
-            raise InstanceRestart(f"batch failed: {type(error).__name__}: {error}") from error
+            raise InstanceRestart(f"batch failed: {error_text(error)}") from error
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.last_progress.set(time.time())
 
-    def _process_record(self, record: Any, state: PartitionState) -> None:
+    def _process_record(self, record: Any, state: PartitionState, partitions: int) -> None:
         try:
             event = self.codec.decode_event(record.value)
         except UndecidableRecord as bad:
             self._dead_letter(record, bad.kind, bad.message)
             return
-        if record.key != event.patient_id.encode():
-            self._rekey(record, event)
+        patient = event.patient_id.encode()
+        if record.key != patient or record.partition != home_partition(patient, partitions):
+            self._rekey(record, patient)
             return
         source = DecisionSource(
             topic=record.topic,
@@ -374,20 +403,39 @@ class Worker:
             offset=record.offset,
             event_id=event.event_id,
         )
-        for publication in state.decide(event, source, self.packs):
+        try:
+            publications = state.decide(
+                event,
+                source,
+                self.packs,
+                record_time=record_time(record),
+                rekeyed=record.topic == self.config.repartition_topic,
+            )
+        except UndecidableRecord as bad:
+            self._dead_letter(record, bad.kind, bad.message)
+            return
+        for publication in publications:
             self._publish(publication.ledger, publication.decision, event)
 
-    def _rekey(self, record: Any, event: ChargeEvent) -> None:
+    def _rekey(self, record: Any, patient: bytes) -> None:
+        """Send an event to its patient's partition through the repartition topic (DESIGN §5).
+
+        Covers events keyed by something else and events keyed by the patient but placed by
+        another partitioner (librdkafka's CRC32, an explicit partition)."""
         assert self._producer is not None
         if record.topic == self.config.repartition_topic:
-            message = "record on the repartition topic is not keyed by its patient"
+            message = "record on the repartition topic is not keyed by, or placed for, its patient"
             self._dead_letter(record, ErrorKind.REPARTITION, message)
             return
-        # Same transaction: the re-keyed copy and this record's offset commit together.
+        # Same transaction: the re-keyed copy and this record's offset commit together. The
+        # copy keeps the record's timestamp, so it means the same wherever it is read.
         self._producer.send(
-            self.config.repartition_topic, key=event.patient_id.encode(), value=record.value
+            self.config.repartition_topic,
+            key=patient,
+            value=record.value,
+            timestamp_ms=record.timestamp if record.timestamp >= 0 else None,
         )
-        log.debug("re-keyed", extra=fields(offset=record.offset, event_id=event.event_id))
+        log.debug("re-keyed", extra=fields(offset=record.offset))
 
     def _publish(self, ledger: Ledger, decision: ChargeDecision, event: ChargeEvent) -> None:
         assert self._producer is not None
@@ -461,17 +509,17 @@ class Worker:
         self.committed.update(batch.next_offsets)
 
     def _abort(self, error: Exception) -> None:
-        log.error("batch failed; aborting", extra=fields(error=f"{type(error).__name__}: {error}"))
+        log.error("batch failed; aborting", extra=fields(error=error_text(error)))
         self.metrics.transactions.labels(outcome="aborted").inc()
         producer = self._producer
         if producer is None or not self.exactly_once:
             return
         try:
             with_deadline(producer.abort_transaction, self.config.call_deadline_s, "abort")
-        except (KafkaError, CallDeadlineExceeded, Exception):
+        except Exception as failure:
             # Fenced or broken: the transaction dies with the producer (the broker aborts it
             # at transaction.timeout.ms); the restart below builds fresh clients.
-            log.warning("abort failed", exc_info=True)
+            log.warning("abort failed", extra=fields(error=error_text(failure)))
 
     # -- gauges ------------------------------------------------------------------------------
 

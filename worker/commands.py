@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from rules.model import ChargeEvent
 from worker import logs
-from worker.app import CallDeadlineExceeded, Worker
+from worker.app import CallDeadlineExceeded, TopicLayoutError, Worker
 from worker.broker import EmbeddedBroker
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.metrics import Health, Metrics, start_http_server
@@ -27,6 +27,7 @@ from worker.topics import ensure_topics, latest_decisions, read_to_end
 
 log = logging.getLogger("charge_capture")
 EXIT_STUCK = 70  # EX_SOFTWARE: a transactional call exceeded its deadline
+EXIT_CONFIG = 78  # EX_CONFIG: the topics are missing or not co-partitioned
 EnvLookup = Callable[..., str | None]
 
 
@@ -105,6 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             # exit non-zero so the supervisor restarts a clean process (DESIGN §1).
             log.critical("transactional call stuck; exiting", extra=logs.fields(error=str(stuck)))
             return EXIT_STUCK
+        except TopicLayoutError as wrong:
+            log.critical("topic layout unusable; exiting", extra=logs.fields(error=str(wrong)))
+            return EXIT_CONFIG
         finally:
             if server is not None:
                 server.close()

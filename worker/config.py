@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import socket
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from worker.state import PartitionState
 
 ENV_PREFIX = "CHARGE_CAPTURE_"
 
@@ -60,6 +63,7 @@ class WorkerConfig:
     transaction_timeout_ms: int = 30_000
     call_deadline_s: float = 30.0  # every transactional call; past it the instance fails
     retention_days: int = 30
+    version_memory_days: int = 400  # see worker/state.py: Retired
     http_port: int = 9464
     rules_dir: Path | None = None
     log_level: str = "INFO"
@@ -68,6 +72,13 @@ class WorkerConfig:
     @property
     def group(self) -> str:
         return self.group_id or self.app_id
+
+    def new_state(self, partition: int) -> PartitionState:
+        return PartitionState(
+            partition,
+            retention=dt.timedelta(days=self.retention_days),
+            version_memory=dt.timedelta(days=self.version_memory_days),
+        )
 
     @property
     def changelog_topic(self) -> str:
@@ -102,6 +113,12 @@ _SIMPLE = [
     ("transaction_timeout_ms", int, None),
     ("call_deadline_s", float, "deadline of each transactional call"),
     ("retention_days", int, "event-time retention of visit state after the date of service"),
+    (
+        "version_memory_days",
+        int,
+        "how long after the date of service a charge's last decision version is kept; "
+        "events for older dates are dead-lettered",
+    ),
     ("http_port", int, "port of /metrics, /healthz, /readyz (0 = off)"),
     ("rules_dir", Path, "rule-pack directory (default: built-in)"),
     ("log_level", str, None),

@@ -44,3 +44,22 @@ def configure(level: str = "INFO") -> None:
 def fields(**values: Any) -> dict[str, Any]:
     """`extra=` for a log call: `log.info("...", extra=fields(topic=t, partition=p))`."""
     return {"fields": values}
+
+
+# Exceptions whose text names topics, partitions, offsets, ids or addresses, never record data.
+_TEXT_IS_SAFE: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+
+
+def describe_error(error: BaseException, *safe: type[BaseException]) -> str:
+    """What a log line at INFO and above may say about an exception.
+
+    The text of an arbitrary exception may quote the data it failed on (a KeyError shows its
+    key, a pydantic error its input: possibly a patient id), so only the types in `safe` (and
+    OS-level errors) keep their text; for the rest the type name is logged and the text goes
+    to DEBUG.
+    """
+    name = type(error).__name__
+    if isinstance(error, (*_TEXT_IS_SAFE, *safe)):
+        return f"{name}: {error}"
+    logging.getLogger(__name__).debug("%s: %s", name, error)
+    return f"{name} (details at DEBUG)"

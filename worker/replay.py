@@ -7,8 +7,10 @@ decisions to shadow topics or a JSON-lines file, never to the live outputs. With
 compares the latest replayed decision of each charge with the latest live one.
 
 Determinism: partitions are read one after the other in partition order, each in offset order,
-and an event not keyed by its patient goes to the state of partition `murmur2(patient) % n`,
-where the live repartition topic would have sent it. The same range and pack therefore give
+and an event not keyed by its patient (or not on its partition) goes to the state of partition
+`murmur2(patient) % n`, where the live repartition topic would have sent it; such a re-keyed
+event does not move that partition's event time, live or here, so expiry does not depend on
+when it arrived. The same range and pack therefore give
 byte-identical decision files. (The live worker interleaves partitions as batches arrive; visits
 are decided independently of arrival order (DESIGN §4), so the final decisions agree, only the
 intermediate versions of a visit fed from several partitions can differ.)
@@ -29,7 +31,6 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
 from rules.model import ChargeDecision, DecisionSource, ErrorKind
@@ -39,7 +40,7 @@ from worker import logs
 from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.serde import EVENT, Codec, UndecidableRecord, dead_letter_for
-from worker.state import PartitionState
+from worker.state import home_partition, record_time
 from worker.topics import latest_decisions
 
 PARTIAL_VISIT_FLAG = "PARTIAL_VISIT"
@@ -52,6 +53,10 @@ PositionKind = Literal["beginning", "end", "offset", "timestamp"]
 
 
 # -- range ------------------------------------------------------------------------------------
+
+
+class ReplayError(Exception):
+    """The replay ran but could not finish its job (outputs incomplete, a read stalled)."""
 
 
 @dataclass(frozen=True)
@@ -265,22 +270,31 @@ class _TopicSink:
             enable_idempotence=True,
             **client,
         )
+        self.failed: list[BaseException] = []
+
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        # flush() waits for every send but raises for none of them: note each failure.
+        self.producer.send(topic, key=key, value=value).add_errback(self.failed.append)
 
     def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
         topic = self.held if ledger is Ledger.REVIEW else self.corrected
-        self.producer.send(
-            topic, key=decision.charge_id.encode(), value=self.codec.encode_decision(decision)
-        )
+        self._send(topic, decision.charge_id.encode(), self.codec.encode_decision(decision))
 
     def dead_letter(self, record: Any, kind: ErrorKind, message: str) -> None:
         letter = dead_letter_for(record, kind, message)
-        self.producer.send(self.dlq, key=record.key, value=self.codec.encode_dead_letter(letter))
+        self._send(self.dlq, record.key, self.codec.encode_dead_letter(letter))
 
     def close(self) -> None:
         try:
             self.producer.flush(timeout=120)
         finally:
             self.producer.close(timeout=10)
+        if self.failed:
+            first = self.failed[0]
+            raise ReplayError(
+                f"{len(self.failed)} shadow records were not written "
+                f"(first: {type(first).__name__}: {first}); the shadow topics are incomplete"
+            )
 
 
 def shadow_topics(config: WorkerConfig, prefix: str) -> tuple[str, str, str]:
@@ -372,12 +386,6 @@ class _Progress:
 # -- the replay -------------------------------------------------------------------------------
 
 
-def state_partition(patient_key: bytes, partitions: int) -> int:
-    """Where kafka-python's default partitioner (and so the live repartition) puts a key."""
-    hashed: int = murmur2(patient_key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
 class _Replayer:
     def __init__(
         self,
@@ -394,8 +402,7 @@ class _Replayer:
         self.partitions = partitions
         self.sink = sink
         self.report = report
-        retention = dt.timedelta(days=options.config.retention_days)
-        self.states = {n: PartitionState(n, retention) for n in range(partitions)}
+        self.states = {n: options.config.new_state(n) for n in range(partitions)}
         self.latest: dict[str, ChargeDecision] = {}
         self.partial_keys: set[VisitKey] = set()
         self._since_maintenance = 0
@@ -416,7 +423,6 @@ class _Replayer:
         decode = self.codec.decode_event
         states, packs, topic, n = self.states, self.packs, self.topic, self.partitions
         construct = DecisionSource.model_construct
-        own = states[partition]
         for record in records:
             try:
                 event = decode(record.value)
@@ -426,11 +432,22 @@ class _Replayer:
                     self.sink.dead_letter(record, bad.kind, bad.message)
                 continue
             patient = event.patient_id.encode()
-            state = own if record.key == patient else states[state_partition(patient, n)]
+            home = home_partition(patient, n)
+            # As live: an event not keyed by its patient or not on its partition is decided
+            # in its patient's state as a re-keyed event.
+            rekeyed = record.key != patient or home != partition
             source = construct(
                 topic=topic, partition=partition, offset=record.offset, event_id=event.event_id
             )
-            publications = state.decide(event, source, packs)
+            try:
+                publications = states[home].decide(
+                    event, source, packs, record_time=record_time(record), rekeyed=rekeyed
+                )
+            except UndecidableRecord as bad:
+                if emit:
+                    self.report.dlq += 1
+                    self.sink.dead_letter(record, bad.kind, bad.message)
+                continue
             if emit and publications:
                 self._emit(publications)
         self._since_maintenance += len(records)
@@ -458,6 +475,7 @@ class _Replayer:
             state.sweep()
             state.dirty.clear()
             state.expired.clear()
+            state.retired_changed.clear()
 
 
 def _client_kwargs(config: WorkerConfig) -> dict[str, Any]:
@@ -925,5 +943,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"replay: {error}", file=sys.stderr)
         return 2
+    except (ReplayError, TimeoutError) as error:
+        print(f"replay failed: {error}", file=sys.stderr)
+        return 1
     print(format_report(report), file=sys.stderr)
     return 0

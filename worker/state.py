@@ -7,24 +7,53 @@ Changelog records carry, in headers, the end offsets of every input partition th
 consumed. Restoration skips a record when any of those offsets is at or past the committed
 offset of that input partition: it belongs to a transaction that never committed, which a
 broker without aborted-transaction filtering (Tansu) still shows.
+
+When a visit expires, each of its charges leaves a small `Retired` record (its last decision's
+version, status, ledger and the event that decided it) for `version_memory` after the date of
+service, so a later event for that charge continues its decision_version instead of starting
+again at 1 (DESIGN §3: never two different records for one charge_id and version). An event
+whose date of service is beyond that memory cannot be versioned safely and is dead-lettered.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+from kafka.partitioner.default import murmur2
 from pydantic import BaseModel
 
-from rules.model import ChargeEvent, DecisionSource, DecisionStatus
+from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
 from rules.pack import PackSet
 from rules.visit import Ledger, Publication, Published, Visit, VisitBook, VisitKey
+from worker.serde import UndecidableRecord
 
 META_KEY = b"\x00partition-meta"
+RETIRED_PREFIX = b"\x00retired\x1f"
 OFFSET_HEADER_PREFIX = "input-offset:"
 EXPIRED_FLAG = "VISIT_STATE_EXPIRED"
+# How far past its Kafka record timestamp an event's occurred_at may move the partition's event
+# time: room for clock skew between source and producer, none for a mistyped year.
+FUTURE_SKEW = dt.timedelta(days=1)
+
+
+@functools.lru_cache(maxsize=65536)
+def home_partition(patient_key: bytes, partitions: int) -> int:
+    """The partition whose state holds a patient: where kafka-python's default partitioner
+    (and so the live repartition step) puts the key."""
+    hashed: int = murmur2(patient_key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def record_time(record: Any) -> dt.datetime | None:
+    """A consumed Kafka record's timestamp (None when the broker gives none)."""
+    if record.timestamp is None or record.timestamp < 0:
+        return None
+    return dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
 
 
 def visit_key_bytes(key: VisitKey) -> bytes:
@@ -76,64 +105,156 @@ class ChangelogWrite:
     value: bytes | None  # None: tombstone
 
 
+class RetiredRecord(BaseModel):
+    """A `Retired` charge as its changelog record stores it."""
+
+    published: tuple[int, DecisionStatus, Ledger, str]
+    date_of_service: dt.date
+    won_by: tuple[dt.datetime, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """What is kept of a charge once its visit expired."""
+
+    published: Published
+    date_of_service: dt.date
+    won_by: tuple[dt.datetime, str]  # (occurred_at, event_id) of the event it was decided on
+
+    def encode(self) -> bytes:
+        p = self.published
+        record = RetiredRecord.model_construct(
+            published=(p.version, p.status, p.ledger, p.fingerprint),
+            date_of_service=self.date_of_service,
+            won_by=self.won_by,
+        )
+        return RetiredRecord.__pydantic_serializer__.to_json(record)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Retired:
+        record = RetiredRecord.model_validate_json(raw)
+        return cls(Published(*record.published), record.date_of_service, record.won_by)
+
+
 @dataclass
 class PartitionState:
     partition: int
     retention: dt.timedelta
+    version_memory: dt.timedelta = dt.timedelta(days=400)
     book: VisitBook = field(default_factory=VisitBook)
-    watermark: dt.datetime | None = None  # highest occurred_at seen: event time, never wall
+    watermark: dt.datetime | None = None  # this partition's event time, never the wall clock
+    retired: dict[str, Retired] = field(default_factory=dict)  # by charge_id
     dirty: set[VisitKey] = field(default_factory=set)
     expired: set[VisitKey] = field(default_factory=set)  # to tombstone at the next flush
+    retired_changed: set[str] = field(default_factory=set)  # charge ids to write or tombstone
 
     # -- event time -------------------------------------------------------------------------
 
-    def observe(self, event: ChargeEvent) -> None:
-        if self.watermark is None or event.occurred_at > self.watermark:
-            self.watermark = event.occurred_at
+    def observe(self, event: ChargeEvent, record_time: dt.datetime | None, rekeyed: bool) -> None:
+        """Advance event time: the highest occurred_at of this partition's own input events.
+
+        A re-keyed event (from another input partition) does not move the clock: where it falls
+        among this partition's events is arrival timing, which a replay cannot reproduce. An
+        occurred_at past its record's timestamp counts only up to FUTURE_SKEW beyond it, so one
+        mistyped year cannot expire a partition's state.
+        """
+        if rekeyed:
+            return
+        mark = event.occurred_at
+        if record_time is not None:
+            mark = min(mark, record_time + FUTURE_SKEW)
+        if self.watermark is None or mark > self.watermark:
+            self.watermark = mark
+
+    def _older_than(self, day: dt.date, span: dt.timedelta) -> bool:
+        return self.watermark is not None and day + span < self.watermark.date()
 
     def is_expired(self, key: VisitKey) -> bool:
-        if self.watermark is None:
-            return False
-        return key.date_of_service + self.retention < self.watermark.date()
+        return self._older_than(key.date_of_service, self.retention)
 
     def expire_if_due(self, key: VisitKey) -> bool:
-        """Drop an expired visit before it is touched; True when the event is for one.
+        """Retire an expired visit before it is touched; True when `key` is expired.
 
         Lazy per-event expiry gives the same decisions whatever the batch boundaries: once the
         watermark passes a visit's retention, every later event sees it as expired.
         """
         if not self.is_expired(key):
             return False
-        if self.book.drop_visit(key) is not None:
-            self.expired.add(key)
+        self._retire(key)
         return True
 
+    def _retire(self, key: VisitKey) -> None:
+        visit = self.book.drop_visit(key)
+        if visit is None:
+            return
+        self.expired.add(key)
+        for charge_id, published in visit.published.items():
+            event = visit.charges[charge_id]
+            won_by = (event.occurred_at, event.event_id)
+            self.retired[charge_id] = Retired(published, key.date_of_service, won_by)
+            self.retired_changed.add(charge_id)
+
+    def _history(self, event: ChargeEvent) -> Retired | None:
+        """The retired record a charge that no live visit holds resumes from, if any."""
+        if event.charge_id in self.book.home:
+            return None
+        retired = self.retired.get(event.charge_id)
+        if retired is None or self._older_than(retired.date_of_service, self.version_memory):
+            return None  # past the memory: the same whether or not a sweep dropped it yet
+        return retired
+
     def sweep(self) -> None:
-        """Expire every visit past retention (keeps memory bounded between events)."""
+        """Expire every visit past retention and forget retired charges past the version
+        memory (keeps memory bounded between events)."""
         for key in [k for k in self.book.visits if self.is_expired(k)]:
-            self.book.drop_visit(key)
-            self.expired.add(key)
+            self._retire(key)
+        for charge_id, retired in list(self.retired.items()):
+            if self._older_than(retired.date_of_service, self.version_memory):
+                del self.retired[charge_id]
+                self.retired_changed.add(charge_id)
 
     # -- deciding ----------------------------------------------------------------------------
 
     def decide(
-        self, event: ChargeEvent, source: DecisionSource, packs: PackSet
+        self,
+        event: ChargeEvent,
+        source: DecisionSource,
+        packs: PackSet,
+        *,
+        record_time: dt.datetime | None = None,
+        rekeyed: bool = False,
     ) -> list[Publication]:
         """Fold one event into its visit and return the decisions that changed.
 
-        The one place the live worker and replay decide an event, so both agree.
+        The one place the live worker and replay decide an event, so both agree. Raises
+        UndecidableRecord for a date of service beyond the version memory.
         """
-        self.observe(event)
+        self.observe(event, record_time, rekeyed)
         key = VisitKey.of(event)
+        if self._older_than(key.date_of_service, self.version_memory):
+            raise UndecidableRecord(
+                ErrorKind.VALIDATION,
+                f"date of service is more than {self.version_memory.days} days before this "
+                "partition's event time: its decision history is no longer kept, so a new "
+                "decision_version cannot be chosen safely; decide it by hand",
+            )
         expired = self.expire_if_due(key)
+        home = self.book.home.get(event.charge_id)
+        if home is not None and home != key:
+            self.expire_if_due(home)  # leaving an expired visit: as if a sweep retired it
+        history = self._history(event)
+        if history is not None and (event.occurred_at, event.event_id) <= history.won_by:
+            return []  # older than the event its last decision came from
+        changed = self.book.apply(event)
+        if history is not None and key in changed:
+            self.book.visits[key].published.setdefault(event.charge_id, history.published)
+            del self.retired[event.charge_id]
+            self.retired_changed.add(event.charge_id)
         flags = (EXPIRED_FLAG,) if expired else ()
-        # A visit rebuilt after expiry numbers its decisions above any it published before.
-        first_version = int(event.occurred_at.timestamp()) if expired else 1
         out: list[Publication] = []
-        for visit_key in self.book.apply(event):
+        for visit_key in changed:
             visit = self.book.visits[visit_key]
-            pack = packs.for_date(visit_key.date_of_service)
-            out += visit.publish_changes(pack, source, flags, first_version)
+            out += visit.publish_changes(packs.for_date(visit_key.date_of_service), source, flags)
             self.dirty.add(visit_key)
         if expired:
             self.expire_if_due(key)
@@ -146,8 +267,13 @@ class PartitionState:
             visit = None if key in self.expired else self.book.visits.get(key)
             raw = visit_key_bytes(key)
             yield ChangelogWrite(raw, encode_visit(visit) if visit is not None else None)
+        for charge_id in sorted(self.retired_changed):
+            retired = self.retired.get(charge_id)
+            value = retired.encode() if retired is not None else None
+            yield ChangelogWrite(RETIRED_PREFIX + charge_id.encode(), value)
         self.dirty.clear()
         self.expired.clear()
+        self.retired_changed.clear()
         yield ChangelogWrite(META_KEY, self._encode_meta())
 
     def _encode_meta(self) -> bytes:
@@ -158,6 +284,12 @@ class PartitionState:
         if key == META_KEY:
             mark = json.loads(value or b"{}").get("watermark")
             self.watermark = dt.datetime.fromisoformat(mark) if mark else None
+            return
+        if key.startswith(RETIRED_PREFIX):
+            charge_id = key[len(RETIRED_PREFIX) :].decode()
+            self.retired.pop(charge_id, None)
+            if value is not None:
+                self.retired[charge_id] = Retired.decode(value)
             return
         visit_key = visit_key_from_bytes(key)
         self.book.drop_visit(visit_key)

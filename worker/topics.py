@@ -46,10 +46,12 @@ def read_to_end(
     timeout_s: float = 60.0,
     **client: Any,
 ) -> Iterator[Any]:
-    """Every record of `topics` from the beginning up to the highwater seen on a fetch.
+    """Every record of `topics` from the beginning up to the end they had when reading began.
 
-    The end is taken from fetch responses (`highwater()`), not ListOffsets LATEST, which
-    Tansu answers wrongly (DESIGN §8).
+    The end of each partition is the first highwater a fetch response shows (not ListOffsets
+    LATEST, which Tansu answers wrongly, DESIGN §8), frozen so that a topic still being written
+    (a live worker's outputs) is read to a point rather than chased. `timeout_s` bounds a
+    stall (no record and no partition finished), not the whole read, so long histories work.
     """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -69,16 +71,25 @@ def read_to_end(
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         pending = set(tps)
+        ends: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + timeout_s
         while pending:
-            for records in consumer.poll(timeout_ms=200, max_records=10_000).values():
+            batches = consumer.poll(timeout_ms=200, max_records=10_000)
+            progressed = bool(batches)
+            for records in batches.values():
                 yield from records
             for tp in list(pending):
                 highwater = consumer.highwater(tp)
-                if highwater is not None and consumer.position(tp) >= highwater:
+                if highwater is not None:
+                    ends.setdefault(tp, highwater)
+                if tp in ends and consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topics} did not reach the end in {timeout_s} s")
+                    progressed = True
+            if progressed:
+                deadline = time.monotonic() + timeout_s
+            elif time.monotonic() > deadline:
+                stuck = sorted(f"{tp.topic}[{tp.partition}]" for tp in pending)
+                raise TimeoutError(f"reading {', '.join(stuck)} made no progress for {timeout_s} s")
     finally:
         consumer.close(autocommit=False)
 
