@@ -874,7 +874,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         dest="range_to",
         default="end",
         metavar="end|offset:P:N|timestamp:ISO",
-        help="end of the range, exclusive (default: the highwater when the replay starts)",
+        help="end of the range, exclusive (default: the highwater when the replay starts; a "
+        "transaction still open there holds the read until it ends)",
     )
     parser.add_argument(
         "--warmup",
