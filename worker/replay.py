@@ -8,12 +8,12 @@ compares the latest replayed decision of each charge with the latest live one.
 
 Determinism: partitions are read one after the other in partition order, each in offset order,
 and an event not keyed by its patient (or not on its partition) goes to the state of partition
-`murmur2(patient) % n`, where the live repartition topic would have sent it; such a re-keyed
+`murmur2(patient) % n`, where the live repartition topic would have sent it. Such a re-keyed
 event does not move that partition's event time, live or here, so expiry does not depend on
-when it arrived. The same range and pack therefore give
-byte-identical decision files. (The live worker interleaves partitions as batches arrive; visits
-are decided independently of arrival order (DESIGN §4), so the final decisions agree, only the
-intermediate versions of a visit fed from several partitions can differ.)
+when it arrived. The same range and pack therefore give byte-identical decision files. (The
+live worker interleaves partitions as batches arrive; visits are decided independently of
+arrival order (DESIGN §4), so the final decisions agree, only the intermediate versions of a
+visit fed from several partitions can differ.)
 """
 
 from __future__ import annotations
