@@ -116,8 +116,8 @@ _SIMPLE = [
     (
         "version_memory_days",
         int,
-        "how long after the date of service a charge's last decision version is kept; "
-        "events for older dates are dead-lettered",
+        "how long after a charge's last event its decision version is kept once its visit "
+        "expired; events for dates of service older than this are dead-lettered",
     ),
     ("http_port", int, "port of /metrics, /healthz, /readyz (0 = off)"),
     ("rules_dir", Path, "rule-pack directory (default: built-in)"),

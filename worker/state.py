@@ -9,10 +9,10 @@ offset of that input partition: it belongs to a transaction that never committed
 broker without aborted-transaction filtering (Tansu) still shows.
 
 When a visit expires, each of its charges leaves a small `Retired` record (its last decision's
-version, status, ledger and the event that decided it) for `version_memory` after the date of
-service, so a later event for that charge continues its decision_version instead of starting
-again at 1 (DESIGN §3: never two different records for one charge_id and version). An event
-whose date of service is beyond that memory cannot be versioned safely and is dead-lettered.
+version, status, ledger and the event that decided it), kept for `version_memory` after that
+event, so a later event for the charge continues its decision_version instead of starting again
+at 1 (DESIGN §3: never two different records for one charge_id and version). An event whose
+date of service is older than that memory cannot be versioned safely and is dead-lettered.
 """
 
 from __future__ import annotations
@@ -109,7 +109,6 @@ class RetiredRecord(BaseModel):
     """A `Retired` charge as its changelog record stores it."""
 
     published: tuple[int, DecisionStatus, Ledger, str]
-    date_of_service: dt.date
     won_by: tuple[dt.datetime, str]
 
 
@@ -118,14 +117,12 @@ class Retired:
     """What is kept of a charge once its visit expired."""
 
     published: Published
-    date_of_service: dt.date
     won_by: tuple[dt.datetime, str]  # (occurred_at, event_id) of the event it was decided on
 
     def encode(self) -> bytes:
         p = self.published
         record = RetiredRecord.model_construct(
             published=(p.version, p.status, p.ledger, p.fingerprint),
-            date_of_service=self.date_of_service,
             won_by=self.won_by,
         )
         return RetiredRecord.__pydantic_serializer__.to_json(record)
@@ -133,7 +130,7 @@ class Retired:
     @classmethod
     def decode(cls, raw: bytes) -> Retired:
         record = RetiredRecord.model_validate_json(raw)
-        return cls(Published(*record.published), record.date_of_service, record.won_by)
+        return cls(Published(*record.published), record.won_by)
 
 
 @dataclass
@@ -191,7 +188,7 @@ class PartitionState:
         for charge_id, published in visit.published.items():
             event = visit.charges[charge_id]
             won_by = (event.occurred_at, event.event_id)
-            self.retired[charge_id] = Retired(published, key.date_of_service, won_by)
+            self.retired[charge_id] = Retired(published, won_by)
             self.retired_changed.add(charge_id)
 
     def _history(self, event: ChargeEvent) -> Retired | None:
@@ -199,9 +196,14 @@ class PartitionState:
         if event.charge_id in self.book.home:
             return None
         retired = self.retired.get(event.charge_id)
-        if retired is None or self._older_than(retired.date_of_service, self.version_memory):
-            return None  # past the memory: the same whether or not a sweep dropped it yet
+        if retired is None or self._forgotten(retired):
+            return None  # the same whether or not a sweep dropped it yet
         return retired
+
+    def _forgotten(self, retired: Retired) -> bool:
+        """Past the version memory since the charge's last event (not its date of service: a
+        late event can put a charge back into an old visit)."""
+        return self._older_than(retired.won_by[0].date(), self.version_memory)
 
     def sweep(self) -> None:
         """Expire every visit past retention and forget retired charges past the version
@@ -209,7 +211,7 @@ class PartitionState:
         for key in [k for k in self.book.visits if self.is_expired(k)]:
             self._retire(key)
         for charge_id, retired in list(self.retired.items()):
-            if self._older_than(retired.date_of_service, self.version_memory):
+            if self._forgotten(retired):
                 del self.retired[charge_id]
                 self.retired_changed.add(charge_id)
 
