@@ -207,9 +207,7 @@ def ncci_ptp(line: ChargeEvent, visit: VisitContext) -> Hold | None:
         partners = visit.others_with((edit.column1,), line)
         if not partners:
             continue
-        either = (
-            pack.distinct_either_line_from is not None and day >= pack.distinct_either_line_from
-        )
+        either = pack.distinct_on_either_line(day)
         lines = [line, *map(visit.line, partners)] if either else [line]
         if edit.modifier_indicator == 1 and _has_distinct(pack, lines):
             continue
