@@ -30,7 +30,7 @@ Outcome = list[tuple[str, ChargeDecision] | str]
 
 @st.composite
 def streams(draw: st.DrawFn) -> list[ChargeEvent]:
-    """Events over ~5 months for 3 patients and 6 charges, roughly in event-time order, with
+    """Events over up to ~7 months for 3 patients and 6 charges, roughly in event-time order, with
     edits, voids, date moves, late lines for old visits and redeliveries."""
     events: list[ChargeEvent] = []
     day = 0
