@@ -11,7 +11,7 @@ from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
 from tests.worker_harness import running_worker, send_raw, worker_config
-from worker.app import TopicLayoutError, Worker
+from worker.app import StateCorrupt, TopicLayoutError, Worker
 from worker.broker import BrokerInfo, TopicSpec, create_topics
 from worker.commands import produce_events
 from worker.config import WorkerConfig
@@ -188,3 +188,29 @@ def test_a_repartition_topic_with_another_partition_count_stops_the_worker(
     with pytest.raises(TopicLayoutError, match=r"repartition=3"):
         worker.run(threading.Event())
     assert worker.restarts == 0  # not a restart loop: no restart can fix it
+
+
+def test_a_changelog_record_that_does_not_restore_stops_the_worker_without_phi(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    config = worker_config(broker, topic_prefix)
+    corrupt = b'{"charges":[{"patient_id":"P99999999","diagnosis_codes":["M54.16"'  # cut short
+    send_raw(config, [(b"P99999999\x1f2026-03-02", corrupt)], config.changelog_topic, partition=0)
+    worker = Worker(config, metrics=Metrics(), health=Health())
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(threading.Event())
+        except BaseException as error:  # the outcome under test
+            failure.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=90)
+    assert not thread.is_alive(), "the worker kept running on state it could not restore"
+    assert len(failure) == 1 and isinstance(failure[0], StateCorrupt), failure
+    message = str(failure[0])
+    assert f"{config.changelog_topic}[0] offset 0" in message
+    assert "P99999999" not in message and "M54.16" not in message
+    assert worker.health.readiness()[0] is False

@@ -56,6 +56,10 @@ class CallDeadlineExceeded(Exception):
     """A transactional call did not return in time: the instance fails loudly."""
 
 
+class StateCorrupt(Exception):
+    """A changelog record that does not restore: no restart can fix it; the process stops."""
+
+
 class TopicLayoutError(Exception):
     """The input, repartition and changelog topics are missing or not co-partitioned: no
     restart can fix that, so the process stops with the reason."""
@@ -237,7 +241,7 @@ class Worker:
         )
 
     def _close_clients(self) -> None:
-        self.health.set_ready(False, "stopped")
+        self.health.set_ready(False, "stopping")
         for client in (self._consumer, self._restorer):
             if client is not None:
                 try:
@@ -257,6 +261,8 @@ class Worker:
         self._to_restore.clear()
         self._drop_partitions(list(self.states))
         self._joined = False
+        # Last: closing the consumer runs the revocation callback, which sets readiness.
+        self.health.set_ready(False, "stopped")
 
     # -- rebalance ---------------------------------------------------------------------------
 
@@ -330,7 +336,7 @@ class Worker:
             for tp, records in restorer.poll(timeout_ms=200, max_records=5000).items():
                 for record in records:
                     if is_committed(record.headers or [], committed[tp.partition]):
-                        states[tp.partition].restore(record.key, record.value)
+                        _restore_record(states[tp.partition], record)
                         restored += 1
             # End of the changelog is the highwater seen on a fetch, not ListOffsets (Tansu).
             for tp in list(pending):
@@ -568,6 +574,18 @@ class Worker:
             if highwater is None or self.committed.get(tp, 0) < highwater:
                 return False
         return True
+
+
+def _restore_record(state: PartitionState, record: Any) -> None:
+    try:
+        state.restore(record.key, record.value)
+    except Exception as error:
+        # Skipping it would decide on partial state and reuse decision versions: stop, with
+        # where and what (the record's text may hold PHI, so only the error's type).
+        raise StateCorrupt(
+            f"changelog {record.topic}[{record.partition}] offset {record.offset} does not "
+            f"restore: {error_text(error)}"
+        ) from error
 
 
 def _fetch_position(consumer: KafkaConsumer, tp: TopicPartition) -> int:

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from rules.model import ChargeEvent
 from worker import logs
-from worker.app import CallDeadlineExceeded, TopicLayoutError, Worker
+from worker.app import CallDeadlineExceeded, StateCorrupt, TopicLayoutError, Worker
 from worker.broker import EmbeddedBroker
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.metrics import Health, Metrics, start_http_server
@@ -28,6 +28,7 @@ from worker.topics import ensure_topics, latest_decisions, read_to_end
 log = logging.getLogger("charge_capture")
 EXIT_STUCK = 70  # EX_SOFTWARE: a transactional call exceeded its deadline
 EXIT_CONFIG = 78  # EX_CONFIG: the topics are missing or not co-partitioned
+EXIT_STATE = 65  # EX_DATAERR: a changelog record does not restore
 EnvLookup = Callable[..., str | None]
 
 
@@ -109,6 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except TopicLayoutError as wrong:
             log.critical("topic layout unusable; exiting", extra=logs.fields(error=str(wrong)))
             return EXIT_CONFIG
+        except StateCorrupt as corrupt:
+            log.critical("state does not restore; exiting", extra=logs.fields(error=str(corrupt)))
+            return EXIT_STATE
         finally:
             if server is not None:
                 server.close()
