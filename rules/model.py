@@ -80,6 +80,9 @@ class ErrorKind(StrEnum):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+# A patient id keys Kafka records and state; control characters in it are never a real id and
+# would collide with the state store's key separators.
+PatientId = Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class _Frozen(BaseModel):
@@ -123,7 +126,7 @@ class ChargeEvent(_Frozen):
     event_type: EventType
     occurred_at: dt.datetime
     charge_id: NonEmpty
-    patient_id: NonEmpty
+    patient_id: PatientId
     encounter_id: str | None = None
     date_of_service: dt.date
     cpt_code: str

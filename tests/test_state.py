@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pydantic import ValidationError
 
 from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
 from rules.pack import PackSet, load_packs
@@ -234,3 +235,33 @@ def test_a_rekeyed_event_does_not_move_event_time() -> None:
     late = charge(charge_id="C2", event_id="E2", patient_id="P2", **_at("2026-06-01T00:00:00Z"))
     assert state.decide(late, _source(2, "E2"), PACKS, rekeyed=True) != []
     assert state.watermark == before
+
+
+def test_a_charge_captured_before_its_date_of_service_is_remembered_from_that_date() -> None:
+    """A mistyped capture year (a fixable INVALID_CHARGE hold) must not make the retired
+    record be forgotten while events for its date of service are still decided."""
+    state = PartitionState(0, RETENTION, version_memory=dt.timedelta(days=40))
+    typo = charge(event_id="E1", **_at("2024-03-02T15:00:00Z"))
+    assert _decisions(_fold(state, [typo])) == [("C1", DecisionStatus.HELD, 1, "held")]
+    later = charge(
+        charge_id="C8",
+        event_id="E8",
+        patient_id="P2",
+        date_of_service="2026-04-08",
+        **_at("2026-04-08T09:00:00Z"),
+    )
+    _fold(state, [later])
+    state.sweep()
+    assert set(state.retired) == {"C1"}
+    fixed = charge(event_id="E2", **_at("2026-04-09T09:00:00Z"))
+    assert _decisions(state.decide(fixed, _source(9, "E2"), PACKS)) == [
+        ("C1", DecisionStatus.RETRACTED, 2, "held"),
+        ("C1", DecisionStatus.ACCEPTED, 2, "corrected"),
+    ]
+
+
+@pytest.mark.parametrize("patient_id", ["P1\x1f2026-03-02", "\x00retired", "P1\n"])
+def test_a_patient_id_with_control_characters_is_not_decidable(patient_id: str) -> None:
+    # It would collide with the state store's key separators; such an event is dead-lettered.
+    with pytest.raises(ValidationError, match="patient_id"):
+        charge(patient_id=patient_id)

@@ -31,7 +31,7 @@ Outcome = list[tuple[str, ChargeDecision] | str]
 @st.composite
 def streams(draw: st.DrawFn) -> list[ChargeEvent]:
     """Events over up to ~7 months for 3 patients and 6 charges, roughly in event-time order, with
-    edits, voids, date moves, late lines for old visits and redeliveries."""
+    edits, voids, date moves, late lines for old visits, mistyped capture years and redeliveries."""
     events: list[ChargeEvent] = []
     day = 0
     for number in range(draw(st.integers(4, 24))):
@@ -42,6 +42,8 @@ def streams(draw: st.DrawFn) -> list[ChargeEvent]:
         )
         occurred = dt.datetime.combine(START + dt.timedelta(days=day), dt.time(9), dt.UTC)
         occurred += dt.timedelta(minutes=number)
+        if draw(st.integers(0, 9)) == 0:  # a mistyped capture year (INVALID_CHARGE hold)
+            occurred -= dt.timedelta(days=730)
         code = draw(st.sampled_from(["97012", "97012", "98941", "97140"]))
         events.append(
             ChargeEvent.model_validate(

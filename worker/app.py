@@ -400,8 +400,9 @@ class Worker:
             self._dead_letter(record, bad.kind, bad.message)
             return
         patient = event.patient_id.encode()
-        if record.key != patient or record.partition != home_partition(patient, partitions):
-            self._rekey(record, patient)
+        home = home_partition(patient, partitions, self.config.input_partitioner)
+        if record.key != patient or record.partition != home:
+            self._rekey(record, patient, home)
             return
         source = DecisionSource(
             topic=record.topic,
@@ -423,11 +424,11 @@ class Worker:
         for publication in publications:
             self._publish(publication.ledger, publication.decision, event)
 
-    def _rekey(self, record: Any, patient: bytes) -> None:
+    def _rekey(self, record: Any, patient: bytes, home: int) -> None:
         """Send an event to its patient's partition through the repartition topic (DESIGN §5).
 
-        Covers events keyed by something else and events keyed by the patient but placed by
-        another partitioner (librdkafka's CRC32, an explicit partition)."""
+        Covers events keyed by something else and events keyed by the patient but not on its
+        partition under `--input-partitioner` (an explicit partition, a mixed producer)."""
         assert self._producer is not None
         if record.topic == self.config.repartition_topic:
             message = "record on the repartition topic is not keyed by, or placed for, its patient"
@@ -439,6 +440,7 @@ class Worker:
             self.config.repartition_topic,
             key=patient,
             value=record.value,
+            partition=home,
             timestamp_ms=record.timestamp if record.timestamp >= 0 else None,
         )
         log.debug("re-keyed", extra=fields(offset=record.offset))

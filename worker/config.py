@@ -42,6 +42,13 @@ class Security:
         }
 
 
+class Partitioner(StrEnum):
+    """How the input topic's producers place keys (see worker/state.py: home_partition)."""
+
+    MURMUR2 = "murmur2"
+    CRC32 = "crc32"
+
+
 @dataclass
 class WorkerConfig:
     bootstrap_servers: str | None = None
@@ -63,6 +70,7 @@ class WorkerConfig:
     transaction_timeout_ms: int = 30_000
     call_deadline_s: float = 30.0  # every transactional call; past it the instance fails
     retention_days: int = 30
+    input_partitioner: Partitioner = Partitioner.MURMUR2
     version_memory_days: int = 400  # see worker/state.py: Retired
     http_port: int = 9464
     rules_dir: Path | None = None
@@ -77,7 +85,8 @@ class WorkerConfig:
         return PartitionState(
             partition,
             retention=dt.timedelta(days=self.retention_days),
-            version_memory=dt.timedelta(days=self.version_memory_days),
+            # Never shorter than the retention: a live visit's events are always decidable.
+            version_memory=dt.timedelta(days=max(self.version_memory_days, self.retention_days)),
         )
 
     @property
@@ -113,6 +122,12 @@ _SIMPLE = [
     ("transaction_timeout_ms", int, None),
     ("call_deadline_s", float, "deadline of each transactional call"),
     ("retention_days", int, "event-time retention of visit state after the date of service"),
+    (
+        "input_partitioner",
+        Partitioner,
+        "how the input's producers place keys: murmur2 (Java, kafka-python) or crc32 "
+        "(librdkafka/confluent-kafka); events off their patient's partition are re-keyed",
+    ),
     (
         "version_memory_days",
         int,

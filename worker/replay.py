@@ -7,13 +7,14 @@ decisions to shadow topics or a JSON-lines file, never to the live outputs. With
 compares the latest replayed decision of each charge with the latest live one.
 
 Determinism: partitions are read one after the other in partition order, each in offset order,
-and an event not keyed by its patient (or not on its partition) goes to the state of partition
-`murmur2(patient) % n`, where the live repartition topic would have sent it. Such a re-keyed
-event does not move that partition's event time, live or here, so expiry does not depend on
-when it arrived. The same range and pack therefore give byte-identical decision files. (The
-live worker interleaves partitions as batches arrive; visits are decided independently of
+and an event not keyed by its patient (or not on its patient's partition under
+`--input-partitioner`) goes to the state of its patient's partition, where the live repartition
+topic would have sent it. The same range and pack therefore give byte-identical decision files.
+(The live worker interleaves partitions as batches arrive; visits are decided independently of
 arrival order (DESIGN §4), so the final decisions agree, only the intermediate versions of a
-visit fed from several partitions can differ.)
+visit fed from several partitions can differ. A re-keyed event moves no partition's event time,
+live or here, but it is judged against its patient's partition as the replay finds it: near the
+retention boundary it can meet an expired visit here that was still live for the worker.)
 """
 
 from __future__ import annotations
@@ -403,6 +404,7 @@ class _Replayer:
         self.sink = sink
         self.report = report
         self.states = {n: options.config.new_state(n) for n in range(partitions)}
+        self.partitioner = options.config.input_partitioner
         self.latest: dict[str, ChargeDecision] = {}
         self.partial_keys: set[VisitKey] = set()
         self._since_maintenance = 0
@@ -422,6 +424,7 @@ class _Replayer:
         """Decide `records` of source `partition` in offset order; emit when replaying."""
         decode = self.codec.decode_event
         states, packs, topic, n = self.states, self.packs, self.topic, self.partitions
+        partitioner = self.partitioner
         construct = DecisionSource.model_construct
         for record in records:
             try:
@@ -432,7 +435,7 @@ class _Replayer:
                     self.sink.dead_letter(record, bad.kind, bad.message)
                 continue
             patient = event.patient_id.encode()
-            home = home_partition(patient, n)
+            home = home_partition(patient, n, partitioner)
             # As live: an event not keyed by its patient or not on its partition is decided
             # in its patient's state as a re-keyed event.
             rekeyed = record.key != patient or home != partition

@@ -9,10 +9,11 @@ offset of that input partition: it belongs to a transaction that never committed
 broker without aborted-transaction filtering (Tansu) still shows.
 
 When a visit expires, each of its charges leaves a small `Retired` record (its last decision's
-version, status, ledger and the event that decided it), kept for `version_memory` after that
-event, so a later event for the charge continues its decision_version instead of starting again
-at 1 (DESIGN §3: never two different records for one charge_id and version). An event whose
-date of service is older than that memory cannot be versioned safely and is dead-lettered.
+version, status, ledger and the event that decided it), kept for `version_memory` after the
+later of that event and its date of service, so a later event for the charge continues its
+decision_version instead of starting again at 1 (DESIGN §3: never two different records for one
+charge_id and version). An event whose date of service is older than that memory cannot be
+versioned safely and is dead-lettered.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +44,12 @@ FUTURE_SKEW = dt.timedelta(days=1)
 
 
 @functools.lru_cache(maxsize=65536)
-def home_partition(patient_key: bytes, partitions: int) -> int:
-    """The partition whose state holds a patient: where kafka-python's default partitioner
-    (and so the live repartition step) puts the key."""
+def home_partition(patient_key: bytes, partitions: int, partitioner: str = "murmur2") -> int:
+    """The partition whose state holds a patient: where the producers of the input topic put
+    the key. `murmur2`: the Java client's and kafka-python's default partitioner; `crc32`:
+    librdkafka's `consistent`/`consistent_random` (confluent-kafka, the default there)."""
+    if partitioner == "crc32":
+        return zlib.crc32(patient_key) % partitions
     hashed: int = murmur2(patient_key)
     return (hashed & 0x7FFFFFFF) % partitions
 
@@ -109,6 +114,7 @@ class RetiredRecord(BaseModel):
     """A `Retired` charge as its changelog record stores it."""
 
     published: tuple[int, DecisionStatus, Ledger, str]
+    date_of_service: dt.date
     won_by: tuple[dt.datetime, str]
 
 
@@ -117,12 +123,20 @@ class Retired:
     """What is kept of a charge once its visit expired."""
 
     published: Published
+    date_of_service: dt.date
     won_by: tuple[dt.datetime, str]  # (occurred_at, event_id) of the event it was decided on
+
+    @property
+    def last_seen(self) -> dt.date:
+        """The later of its last event and its date of service: the memory counts from here
+        (an occurred_at before the date of service is a fixable hold, not a reason to forget)."""
+        return max(self.won_by[0].date(), self.date_of_service)
 
     def encode(self) -> bytes:
         p = self.published
         record = RetiredRecord.model_construct(
             published=(p.version, p.status, p.ledger, p.fingerprint),
+            date_of_service=self.date_of_service,
             won_by=self.won_by,
         )
         return RetiredRecord.__pydantic_serializer__.to_json(record)
@@ -130,7 +144,7 @@ class Retired:
     @classmethod
     def decode(cls, raw: bytes) -> Retired:
         record = RetiredRecord.model_validate_json(raw)
-        return cls(Published(*record.published), record.won_by)
+        return cls(Published(*record.published), record.date_of_service, record.won_by)
 
 
 @dataclass
@@ -188,7 +202,7 @@ class PartitionState:
         for charge_id, published in visit.published.items():
             event = visit.charges[charge_id]
             won_by = (event.occurred_at, event.event_id)
-            self.retired[charge_id] = Retired(published, won_by)
+            self.retired[charge_id] = Retired(published, key.date_of_service, won_by)
             self.retired_changed.add(charge_id)
 
     def _history(self, event: ChargeEvent) -> Retired | None:
@@ -201,9 +215,7 @@ class PartitionState:
         return retired
 
     def _forgotten(self, retired: Retired) -> bool:
-        """Past the version memory since the charge's last event (not its date of service: a
-        late event can put a charge back into an old visit)."""
-        return self._older_than(retired.won_by[0].date(), self.version_memory)
+        return self._older_than(retired.last_seen, self.version_memory)
 
     def sweep(self) -> None:
         """Expire every visit past retention and forget retired charges past the version
