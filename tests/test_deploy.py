@@ -6,6 +6,7 @@ checks the alert rules, runs their unit tests and parses every dashboard query.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from worker.config import from_args
 from worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +106,19 @@ def test_deployment_config_and_sasl_come_from_configmap_and_secret() -> None:
         ref = env[key]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"]
         assert ref["key"] in secret["stringData"]
+
+
+def test_every_configmap_setting_is_a_worker_option_with_a_valid_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = by_kind("ConfigMap")["data"]
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    config = from_args(argparse.Namespace())
+    for key, value in settings.items():
+        name = key.removeprefix("CHARGE_CAPTURE_").lower()
+        owner = config.security if hasattr(config.security, name) else config
+        assert str(getattr(owner, name)) == value, key  # AttributeError: not an option
 
 
 def test_service_pdb_and_podmonitor_select_the_pods() -> None:
