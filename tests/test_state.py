@@ -14,8 +14,8 @@ from tests.factories import charge, other_line
 from worker.serde import UndecidableRecord
 from worker.state import (
     EXPIRED_FLAG,
-    FUTURE_SKEW,
     META_KEY,
+    LayoutChanged,
     PartitionState,
     decode_visit,
     encode_visit,
@@ -217,15 +217,51 @@ def test_a_date_of_service_beyond_the_version_memory_is_undecidable() -> None:
 # -- event time ---------------------------------------------------------------------------
 
 
-def test_a_mistyped_future_occurred_at_moves_event_time_only_to_its_record_time() -> None:
+def test_an_occurred_at_after_its_record_was_produced_is_dead_lettered() -> None:
+    """A mistyped future capture time would move event time (expiring the partition) and win
+    every later edit of the charge; the record's Kafka timestamp exposes it."""
     state = PartitionState(0, RETENTION)
     _fold(state, [charge(event_id="E1")])
+    before = state.watermark
     typo = charge(charge_id="C2", event_id="E2", patient_id="P2", **_at("2099-03-02T15:00:00Z"))
     captured = dt.datetime(2026, 3, 2, 16, 0, tzinfo=dt.UTC)
-    state.decide(typo, _source(2, "E2"), PACKS, record_time=captured)
-    assert state.watermark == captured + FUTURE_SKEW
+    with pytest.raises(UndecidableRecord, match="occurred_at is more than a day after"):
+        state.decide(typo, _source(2, "E2"), PACKS, record_time=captured)
+    assert state.watermark == before and "C2" not in state.book.home
+    skewed = charge(charge_id="C3", event_id="E3", **_at("2026-03-03T12:00:00Z"))
+    assert state.decide(skewed, _source(3, "E3"), PACKS, record_time=captured) != []
+
+
+def test_dates_at_the_end_of_the_calendar_are_decided_not_crashed_on() -> None:
+    """9999-12-31 is a common "unknown" placeholder: date arithmetic must not overflow."""
+    state = PartitionState(0, RETENTION)
+    _fold(state, [charge(event_id="E1")])
+    placeholder = charge(charge_id="C2", event_id="E2", date_of_service="9999-12-31")
+    (decision,) = [p.decision for p in state.decide(placeholder, _source(2, "E2"), PACKS)]
+    assert decision.status == DecisionStatus.HELD  # INVALID_CHARGE: after the capture time
     state.sweep()
-    assert len(state.book.visits) == 2  # nothing expired
+    # captured "at the end of time": event time jumps there, and March is beyond any memory
+    late = charge(charge_id="C3", event_id="E3", **_at("9999-12-31T23:00:00Z"))
+    with pytest.raises(UndecidableRecord, match="date of service is more than"):
+        state.decide(late, _source(3, "E3"), PACKS, record_time=None)
+    state.sweep()
+    assert [w.key for w in state.take_writes()][-1] == META_KEY
+
+
+def test_only_the_expired_visit_is_flagged_when_a_charge_moves_into_it() -> None:
+    state = _expired_march_visit()
+    april = {"date_of_service": "2026-04-14", **_at("2026-04-15T13:00:00Z")}
+    duplicate = {"date_of_service": "2026-04-14", **_at("2026-04-15T13:30:00Z")}
+    _fold(state, [charge(charge_id="C5", event_id="E5", **april)])
+    _fold(state, [charge(charge_id="C6", event_id="E6", **duplicate)])  # HELD: TRACTION_DUPLICATE
+    back = charge(charge_id="C5", event_id="E7", **_at("2026-04-15T14:00:00Z"))  # to March
+    by_day: dict[str, list[tuple[str, bool]]] = {}
+    for p in state.decide(back, _source(7, "E7"), PACKS):
+        day = p.decision.date_of_service.isoformat()
+        by_day.setdefault(day, []).append((p.decision.status.value, bool(p.decision.flags)))
+    assert by_day["2026-03-02"] == [("ACCEPTED", True)]
+    # C6 stands alone in April now: released from review, in a live visit, so not flagged
+    assert by_day["2026-04-14"] == [("RETRACTED", False), ("ACCEPTED", False)]
 
 
 def test_a_rekeyed_event_does_not_move_event_time() -> None:
@@ -265,3 +301,22 @@ def test_a_patient_id_with_control_characters_is_not_decidable(patient_id: str) 
     # It would collide with the state store's key separators; such an event is dead-lettered.
     with pytest.raises(ValidationError, match="patient_id"):
         charge(patient_id=patient_id)
+
+
+def test_state_built_under_another_partition_layout_is_refused() -> None:
+    built = PartitionState(0, RETENTION, layout="murmur2/6")
+    _fold(built, [charge(event_id="E1")])
+    changelog = list(built.take_writes())
+    for layout, refused in (("murmur2/6", False), ("crc32/6", True), ("murmur2/12", True)):
+        fresh = PartitionState(0, RETENTION, layout=layout)
+        if refused:
+            with pytest.raises(LayoutChanged, match="murmur2/6"):
+                for write in changelog:
+                    fresh.restore(write.key, write.value)
+        else:
+            for write in changelog:
+                fresh.restore(write.key, write.value)
+            assert fresh.book.visits.keys() == built.book.visits.keys()
+    unrecorded = PartitionState(0, RETENTION, layout="crc32/6")  # meta from before layouts
+    unrecorded.restore(META_KEY, b'{"watermark": null}')
+    assert unrecorded.watermark is None

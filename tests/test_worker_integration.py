@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 import threading
 
 import pytest
 
 from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
+from rules.pack import PackSet, RulePack, load_packs
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
 from tests.worker_harness import running_worker, send_raw, worker_config
@@ -214,3 +216,39 @@ def test_a_changelog_record_that_does_not_restore_stops_the_worker_without_phi(
     assert f"{config.changelog_topic}[0] offset 0" in message
     assert "P99999999" not in message and "M54.16" not in message
     assert worker.health.readiness()[0] is False
+
+
+class _PacksFailingOn(PackSet):
+    """The real packs, except that one date of service makes the lookup raise: stands in for
+    a bug or for data no check foresaw."""
+
+    def __init__(self, day: dt.date) -> None:
+        super().__init__(load_packs().packs)
+        self.day = day
+
+    def for_date(self, date_of_service: dt.date) -> RulePack:
+        if date_of_service == self.day:
+            raise RuntimeError("unforeseen")
+        return super().for_date(date_of_service)
+
+
+def test_a_record_whose_decision_raises_is_dead_lettered_once_redelivered(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    config = worker_config(broker, topic_prefix)
+    before = charge(event_id="G1", charge_id="G1")
+    poison = charge(event_id="X1", charge_id="X1", date_of_service="2026-03-01")
+    after = charge(event_id="G2", charge_id="G2", patient_id="P2")
+    with running_worker(config, packs=_PacksFailingOn(dt.date(2026, 3, 1))) as worker:
+        produce_events(config, [before, poison, after])
+        wait_until(lambda: caught_up_after(worker, 3), 60, message="stream not drained")
+        assert worker.restarts == 1  # one abort, then the record is dead-lettered
+    (letter,) = [
+        CODEC.decode_dead_letter(r.value)
+        for r in read_to_end(broker.bootstrap_servers, [config.dlq_topic])
+    ]
+    assert letter.error_kind == ErrorKind.VALIDATION
+    assert letter.error_message == "deciding it failed: RuntimeError (details at DEBUG)"
+    assert CODEC.decode_event(letter.value).charge_id == "X1"
+    billable = {d.charge_id for d in decisions(broker, config.corrected_topic)}
+    assert billable == {"G1", "G2"}

@@ -51,8 +51,8 @@ def config_flags(config: WorkerConfig) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_worker(config: WorkerConfig) -> Iterator[Worker]:
-    worker = Worker(config, metrics=Metrics(), health=Health())
+def running_worker(config: WorkerConfig, **worker_options: Any) -> Iterator[Worker]:
+    worker = Worker(config, metrics=Metrics(), health=Health(), **worker_options)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()

@@ -24,13 +24,14 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from rules.model import ChargeDecision, ChargeEvent, DecisionSource, ErrorKind
 from rules.pack import PackSet, load_packs
-from rules.visit import Ledger
+from rules.visit import Ledger, Publication
 from worker.assignor import CopartitionedCooperativeStickyAssignor
 from worker.config import Guarantee, WorkerConfig
 from worker.logs import describe_error, fields
 from worker.metrics import Health, Metrics
 from worker.serde import Codec, UndecidableRecord, dead_letter_for
 from worker.state import (
+    LayoutChanged,
     PartitionState,
     home_partition,
     is_committed,
@@ -54,6 +55,17 @@ class InstanceRestart(Exception):
 
 class CallDeadlineExceeded(Exception):
     """A transactional call did not return in time: the instance fails loudly."""
+
+
+class RecordFailed(Exception):
+    """Deciding one input record raised something no check foresaw (a bug, or data nobody
+    expected): the batch aborts, and the record is dead-lettered when it is read again."""
+
+    def __init__(self, where: tuple[str, int, int], cause: Exception) -> None:
+        topic, partition, offset = where
+        super().__init__(f"record {topic}[{partition}] offset {offset}: {error_text(cause)}")
+        self.where = where
+        self.cause = cause
 
 
 class StateCorrupt(Exception):
@@ -112,6 +124,9 @@ class Worker:
         self.states: dict[int, PartitionState] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.restarts = 0
+        # Input records whose decision raised, by (topic, partition, offset): dead-lettered
+        # on redelivery. Kept across in-process restarts, which are what redeliver them.
+        self._failed_records: dict[tuple[str, int, int], str] = {}
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._restorer: KafkaConsumer | None = None
@@ -326,7 +341,8 @@ class Worker:
                 offset = consumer.committed(tp) or 0
                 committed[number][topic] = offset
                 self.committed[tp] = offset
-        states = {n: self.config.new_state(n) for n in numbers}
+        partitions = len(consumer.partitions_for_topic(self.config.input_topic) or ())
+        states = {n: self.config.new_state(n, partitions) for n in numbers}
         tps = [TopicPartition(self.config.changelog_topic, n) for n in numbers]
         restorer.assign(tps)
         restorer.seek_to_beginning(*tps)
@@ -388,41 +404,52 @@ class Worker:
         except CallDeadlineExceeded:
             raise
         except Exception as error:
+            if isinstance(error, RecordFailed):
+                # The state it may have half-changed goes with the restart; the record itself
+                # is dead-lettered when it comes round again instead of failing every time.
+                self._failed_records[error.where] = error_text(error.cause)
             self._abort(error)
             raise InstanceRestart(f"batch failed: {error_text(error)}") from error
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.last_progress.set(time.time())
 
     def _process_record(self, record: Any, state: PartitionState, partitions: int) -> None:
+        where = (record.topic, record.partition, record.offset)
+        failure = self._failed_records.pop(where, None)
+        if failure is not None:
+            # Deciding it raised last time and would again: dead-letter it and move on.
+            self._dead_letter(record, ErrorKind.VALIDATION, f"deciding it failed: {failure}")
+            return
         try:
             event = self.codec.decode_event(record.value)
+            patient = event.patient_id.encode()
+            home = home_partition(patient, partitions, self.config.input_partitioner)
+            misplaced = record.key != patient or record.partition != home
+            publications = [] if misplaced else self._decide(record, event, state)
         except UndecidableRecord as bad:
             self._dead_letter(record, bad.kind, bad.message)
             return
-        patient = event.patient_id.encode()
-        home = home_partition(patient, partitions, self.config.input_partitioner)
-        if record.key != patient or record.partition != home:
+        except Exception as error:  # sends happen below: nothing in here talks to Kafka
+            raise RecordFailed(where, error) from error
+        if misplaced:
             self._rekey(record, patient, home)
-            return
+        for publication in publications:
+            self._publish(publication.ledger, publication.decision, event)
+
+    def _decide(self, record: Any, event: ChargeEvent, state: PartitionState) -> list[Publication]:
         source = DecisionSource(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             event_id=event.event_id,
         )
-        try:
-            publications = state.decide(
-                event,
-                source,
-                self.packs,
-                record_time=record_time(record),
-                rekeyed=record.topic == self.config.repartition_topic,
-            )
-        except UndecidableRecord as bad:
-            self._dead_letter(record, bad.kind, bad.message)
-            return
-        for publication in publications:
-            self._publish(publication.ledger, publication.decision, event)
+        return state.decide(
+            event,
+            source,
+            self.packs,
+            record_time=record_time(record),
+            rekeyed=record.topic == self.config.repartition_topic,
+        )
 
     def _rekey(self, record: Any, patient: bytes, home: int) -> None:
         """Send an event to its patient's partition through the repartition topic (DESIGN §5).
@@ -581,6 +608,8 @@ class Worker:
 def _restore_record(state: PartitionState, record: Any) -> None:
     try:
         state.restore(record.key, record.value)
+    except LayoutChanged as changed:
+        raise TopicLayoutError(str(changed)) from changed
     except Exception as error:
         # Skipping it would decide on partial state and reuse decision versions: stop, with
         # where and what (the record's text may hold PHI, so only the error's type).

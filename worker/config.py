@@ -81,12 +81,13 @@ class WorkerConfig:
     def group(self) -> str:
         return self.group_id or self.app_id
 
-    def new_state(self, partition: int) -> PartitionState:
+    def new_state(self, partition: int, partitions: int = 0) -> PartitionState:
         return PartitionState(
             partition,
             retention=dt.timedelta(days=self.retention_days),
             # Never shorter than the retention: a live visit's events are always decidable.
             version_memory=dt.timedelta(days=max(self.version_memory_days, self.retention_days)),
+            layout=f"{self.input_partitioner.value}/{partitions}" if partitions else "",
         )
 
     @property

@@ -38,6 +38,7 @@ from rules.model import ChargeDecision, DecisionSource, ErrorKind
 from rules.pack import PackSet, load_packs
 from rules.visit import Ledger, Publication, VisitKey, table_rank
 from worker import logs
+from worker.app import error_text
 from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig, add_arguments, from_args
 from worker.serde import EVENT, Codec, UndecidableRecord, dead_letter_for
@@ -451,6 +452,11 @@ class _Replayer:
                     self.report.dlq += 1
                     self.sink.dead_letter(record, bad.kind, bad.message)
                 continue
+            except Exception as error:  # the live worker dead-letters it after one abort
+                raise ReplayError(
+                    f"deciding {topic}[{partition}] offset {record.offset} failed: "
+                    f"{error_text(error)}"
+                ) from error
             if emit and publications:
                 self._emit(publications)
         self._since_maintenance += len(records)

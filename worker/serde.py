@@ -139,13 +139,19 @@ class Codec:
         return DeadLetter.model_validate(self.registry.decode(value, DEAD_LETTER))
 
 
+def kafka_time(millis: int | None) -> dt.datetime | None:
+    """A Kafka record timestamp as a UTC datetime; None when absent or outside the calendar."""
+    if millis is None or millis < 0:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+    except (OverflowError, ValueError, OSError):  # past year 9999: a broken producer clock
+        return None
+
+
 def dead_letter_for(record: Any, kind: ErrorKind, message: str) -> DeadLetter:
     """The DLQ record (DESIGN §3) for a consumed Kafka record that cannot be decided."""
-    timestamp = (
-        dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
-        if record.timestamp and record.timestamp > 0
-        else None
-    )
+    timestamp = kafka_time(record.timestamp) if record.timestamp else None
     return DeadLetter(
         key=record.key,
         value=record.value,

@@ -32,14 +32,14 @@ from pydantic import BaseModel
 from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
 from rules.pack import PackSet
 from rules.visit import Ledger, Publication, Published, Visit, VisitBook, VisitKey
-from worker.serde import UndecidableRecord
+from worker.serde import UndecidableRecord, kafka_time
 
 META_KEY = b"\x00partition-meta"
 RETIRED_PREFIX = b"\x00retired\x1f"
 OFFSET_HEADER_PREFIX = "input-offset:"
 EXPIRED_FLAG = "VISIT_STATE_EXPIRED"
-# How far past its Kafka record timestamp an event's occurred_at may move the partition's event
-# time: room for clock skew between source and producer, none for a mistyped year.
+# How far past its Kafka record timestamp an event's occurred_at may be: room for clock skew
+# between source and producer, none for a mistyped year (which would win every later edit).
 FUTURE_SKEW = dt.timedelta(days=1)
 
 
@@ -56,9 +56,14 @@ def home_partition(patient_key: bytes, partitions: int, partitioner: str = "murm
 
 def record_time(record: Any) -> dt.datetime | None:
     """A consumed Kafka record's timestamp (None when the broker gives none)."""
-    if record.timestamp is None or record.timestamp < 0:
-        return None
-    return dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
+    return kafka_time(record.timestamp)
+
+
+def _later_than(moment: dt.datetime, reference: dt.datetime, margin: dt.timedelta) -> bool:
+    try:
+        return moment - margin > reference
+    except OverflowError:  # within `margin` of year 1: not later than anything
+        return False
 
 
 def visit_key_bytes(key: VisitKey) -> bytes:
@@ -102,6 +107,10 @@ def decode_visit(key: VisitKey, raw: bytes) -> Visit:
             for cid, (version, status, ledger, digest) in snapshot.published.items()
         },
     )
+
+
+class LayoutChanged(Exception):
+    """The changelog was written under another partitioner or partition count."""
 
 
 @dataclass(frozen=True)
@@ -158,27 +167,30 @@ class PartitionState:
     dirty: set[VisitKey] = field(default_factory=set)
     expired: set[VisitKey] = field(default_factory=set)  # to tombstone at the next flush
     retired_changed: set[str] = field(default_factory=set)  # charge ids to write or tombstone
+    # How patients were placed on partitions, e.g. "murmur2/6": state built under one layout
+    # is wrong under another, so the changelog records it and restoration checks it.
+    layout: str = ""
 
     # -- event time -------------------------------------------------------------------------
 
-    def observe(self, event: ChargeEvent, record_time: dt.datetime | None, rekeyed: bool) -> None:
+    def observe(self, event: ChargeEvent, rekeyed: bool) -> None:
         """Advance event time: the highest occurred_at of this partition's own input events.
 
         A re-keyed event (from another input partition) does not move the clock: where it falls
-        among this partition's events is arrival timing, which a replay cannot reproduce. An
-        occurred_at past its record's timestamp counts only up to FUTURE_SKEW beyond it, so one
-        mistyped year cannot expire a partition's state.
+        among this partition's events is arrival timing, which a replay cannot reproduce.
         """
         if rekeyed:
             return
-        mark = event.occurred_at
-        if record_time is not None:
-            mark = min(mark, record_time + FUTURE_SKEW)
-        if self.watermark is None or mark > self.watermark:
-            self.watermark = mark
+        if self.watermark is None or event.occurred_at > self.watermark:
+            self.watermark = event.occurred_at
 
     def _older_than(self, day: dt.date, span: dt.timedelta) -> bool:
-        return self.watermark is not None and day + span < self.watermark.date()
+        if self.watermark is None:
+            return False
+        try:
+            return day + span < self.watermark.date()
+        except OverflowError:  # within `span` of the calendar's end (9999-12-31): not old
+            return False
 
     def is_expired(self, key: VisitKey) -> bool:
         return self._older_than(key.date_of_service, self.retention)
@@ -241,9 +253,16 @@ class PartitionState:
         """Fold one event into its visit and return the decisions that changed.
 
         The one place the live worker and replay decide an event, so both agree. Raises
-        UndecidableRecord for a date of service beyond the version memory.
+        UndecidableRecord for an occurred_at after its record was produced and for a date of
+        service beyond the version memory.
         """
-        self.observe(event, record_time, rekeyed)
+        if record_time is not None and _later_than(event.occurred_at, record_time, FUTURE_SKEW):
+            raise UndecidableRecord(
+                ErrorKind.VALIDATION,
+                "occurred_at is more than a day after the record was produced (its Kafka "
+                "timestamp): the capture time is wrong; correct it and send the event again",
+            )
+        self.observe(event, rekeyed)
         key = VisitKey.of(event)
         if self._older_than(key.date_of_service, self.version_memory):
             raise UndecidableRecord(
@@ -264,10 +283,10 @@ class PartitionState:
             self.book.visits[key].published.setdefault(event.charge_id, history.published)
             del self.retired[event.charge_id]
             self.retired_changed.add(event.charge_id)
-        flags = (EXPIRED_FLAG,) if expired else ()
         out: list[Publication] = []
         for visit_key in changed:
             visit = self.book.visits[visit_key]
+            flags = (EXPIRED_FLAG,) if expired and visit_key == key else ()
             out += visit.publish_changes(packs.for_date(visit_key.date_of_service), source, flags)
             self.dirty.add(visit_key)
         if expired:
@@ -292,11 +311,20 @@ class PartitionState:
 
     def _encode_meta(self) -> bytes:
         mark = self.watermark.isoformat() if self.watermark else None
-        return json.dumps({"watermark": mark}).encode()
+        return json.dumps({"watermark": mark, "layout": self.layout or None}).encode()
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == META_KEY:
-            mark = json.loads(value or b"{}").get("watermark")
+            meta = json.loads(value or b"{}")
+            built = meta.get("layout")
+            if built and self.layout and built != self.layout:
+                raise LayoutChanged(
+                    f"state of partition {self.partition} was built for patients placed by "
+                    f"{built}, the worker now places them by {self.layout}: the same patient "
+                    "would be looked up in another partition's state. Restore the old settings, "
+                    "or start from empty state under a new --app-id deliberately"
+                )
+            mark = meta.get("watermark")
             self.watermark = dt.datetime.fromisoformat(mark) if mark else None
             return
         if key.startswith(RETIRED_PREFIX):
