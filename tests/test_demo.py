@@ -18,9 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import stop_process, wait_until
-from tests.worker_harness import config_flags
+from tests.worker_harness import config_flags, isolated_config
 from worker.broker import BrokerInfo
-from worker.config import WorkerConfig
 from worker.topics import ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -53,15 +52,7 @@ def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def test_demo_summary_matches_its_metrics(
     broker: BrokerInfo, topic_prefix: str, tmp_path: Path
 ) -> None:
-    config = WorkerConfig(
-        bootstrap_servers=broker.bootstrap_servers,
-        app_id=f"{topic_prefix}-cc",
-        instance_id=topic_prefix,
-        input_topic=f"{topic_prefix}.charges.captured",
-        corrected_topic=f"{topic_prefix}.charges.corrected",
-        held_topic=f"{topic_prefix}.charges.held",
-        dlq_topic=f"{topic_prefix}.charges.dlq",
-    )
+    config = isolated_config(broker, topic_prefix)
     # With --bootstrap-servers the demo uses the topics as they are (it creates them only on
     # its embedded broker), so create them here as `charge-capture topics` would.
     ensure_topics(config)

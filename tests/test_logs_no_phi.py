@@ -23,7 +23,7 @@ from rules.model import ChargeEvent
 from rules.visit import VisitKey
 from tests.factories import charge, other_line
 from tests.helpers import stop_process, wait_until
-from tests.worker_harness import config_flags
+from tests.worker_harness import config_flags, isolated_config
 from worker.app import error_text
 from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
@@ -85,21 +85,6 @@ def test_json_formatter_without_fields_has_the_base_keys_only() -> None:
 
 
 # --- a full run -----------------------------------------------------------------------------
-
-
-def _config(broker: BrokerInfo, prefix: str) -> WorkerConfig:
-    return WorkerConfig(
-        bootstrap_servers=broker.bootstrap_servers,
-        app_id=f"{prefix}-cc",
-        instance_id=prefix,
-        input_topic=f"{prefix}.charges.captured",
-        corrected_topic=f"{prefix}.charges.corrected",
-        held_topic=f"{prefix}.charges.held",
-        dlq_topic=f"{prefix}.charges.dlq",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-        http_port=0,
-    )
 
 
 def _run_args(config: WorkerConfig) -> list[str]:
@@ -201,7 +186,7 @@ def _dead_letters(config: WorkerConfig) -> set[str]:
 def test_a_full_run_logs_json_lines_without_phi(
     broker: BrokerInfo, topic_prefix: str, tmp_path: Path
 ) -> None:
-    config = _config(broker, topic_prefix)
+    config = isolated_config(broker, topic_prefix)
     ensure_topics(config)
     events = [ChargeEvent.model_validate(e) for e in generate_events(200, 20260302)]
     ends = _produce(config, events)

@@ -29,6 +29,7 @@ from kafka import KafkaProducer
 from rules.model import ChargeEvent
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
+from tests.worker_harness import isolated_config
 from worker.app import Worker
 from worker.broker import BrokerInfo
 from worker.commands import produce_events
@@ -155,18 +156,7 @@ def http_get(url: str, timeout_s: float = 5.0) -> str:
 
 @pytest.fixture
 def running_worker(broker: BrokerInfo, topic_prefix: str) -> Iterator[RunningWorker]:
-    config = WorkerConfig(
-        bootstrap_servers=broker.bootstrap_servers,
-        app_id=f"{topic_prefix}-cc",
-        instance_id=topic_prefix,
-        input_topic=f"{topic_prefix}.charges.captured",
-        corrected_topic=f"{topic_prefix}.charges.corrected",
-        held_topic=f"{topic_prefix}.charges.held",
-        dlq_topic=f"{topic_prefix}.charges.dlq",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-        http_port=0,
-    )
+    config = isolated_config(broker, topic_prefix)
     ensure_topics(config)
     consumed = produce_known_input(config)
     metrics, health = Metrics(), Health()

@@ -16,7 +16,8 @@ from worker.metrics import Health, Metrics
 from worker.topics import ensure_topics
 
 
-def worker_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerConfig:
+def isolated_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerConfig:
+    """A worker configuration on topics, group and transactional id of this test alone."""
     config = WorkerConfig(
         bootstrap_servers=broker.bootstrap_servers,
         app_id=f"{prefix}-app",
@@ -31,6 +32,12 @@ def worker_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerCo
     )
     for name, value in overrides.items():
         setattr(config, name, value)
+    return config
+
+
+def worker_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerConfig:
+    """`isolated_config` with its topics created."""
+    config = isolated_config(broker, prefix, **overrides)
     ensure_topics(config)
     return config
 
