@@ -16,10 +16,10 @@ from worker.metrics import Health, Metrics
 from worker.topics import ensure_topics
 
 
-def isolated_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerConfig:
+def isolated_config(broker: BrokerInfo | str, prefix: str, **overrides: Any) -> WorkerConfig:
     """A worker configuration on topics, group and transactional id of this test alone."""
     config = WorkerConfig(
-        bootstrap_servers=broker.bootstrap_servers,
+        bootstrap_servers=broker if isinstance(broker, str) else broker.bootstrap_servers,
         app_id=f"{prefix}-app",
         instance_id="test",
         input_topic=f"{prefix}.charges.captured",

@@ -22,6 +22,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from tests.helpers import wait_until
+from tests.worker_harness import isolated_config
 from worker.broker import _die_with_parent
 from worker.config import WorkerConfig
 
@@ -45,21 +46,7 @@ def charge_capture_bin() -> str:
 
 def worker_config(bootstrap_servers: str, prefix: str, **overrides: Any) -> WorkerConfig:
     """Unique topic names, app id and group for one test on the shared broker."""
-    config = WorkerConfig(
-        bootstrap_servers=bootstrap_servers,
-        app_id=f"{prefix}.app",
-        group_id=f"{prefix}.group",
-        input_topic=f"{prefix}.captured",
-        corrected_topic=f"{prefix}.corrected",
-        held_topic=f"{prefix}.held",
-        dlq_topic=f"{prefix}.dlq",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-        http_port=0,
-    )
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return config
+    return isolated_config(bootstrap_servers, prefix, group_id=f"{prefix}.group", **overrides)
 
 
 class WorkerProcess:

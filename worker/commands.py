@@ -20,7 +20,7 @@ from rules.model import ChargeEvent
 from worker import logs
 from worker.app import CallDeadlineExceeded, StateCorrupt, TopicLayoutError, Worker
 from worker.broker import EmbeddedBroker
-from worker.config import WorkerConfig, add_arguments, from_args
+from worker.config import WorkerConfig, add_arguments, cluster_config, from_args
 from worker.metrics import Health, Metrics, start_http_server
 from worker.serde import Codec
 from worker.topics import ensure_topics, latest_decisions, read_to_end
@@ -121,10 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    config = from_args(args)
-    logs.configure(config.log_level)
-    if not config.bootstrap_servers:
-        print("topics: no --bootstrap-servers configured", file=sys.stderr)
+    config = cluster_config(args, "topics")
+    if config is None:
         return 2
     created = ensure_topics(config)
     print(json.dumps({"created": created, "verified": True}))
@@ -157,10 +155,8 @@ def produce_events(config: WorkerConfig, events: list[ChargeEvent]) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    config = from_args(args)
-    logs.configure(config.log_level)
-    if not config.bootstrap_servers:
-        print("produce: no --bootstrap-servers configured", file=sys.stderr)
+    config = cluster_config(args, "produce")
+    if config is None:
         return 2
     with args.file.open(encoding="utf-8") as lines:
         events = [ChargeEvent.model_validate_json(line) for line in lines if line.strip()]

@@ -6,11 +6,13 @@ import argparse
 import datetime as dt
 import os
 import socket
+import sys
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from worker import logs
 from worker.state import PartitionState
 
 ENV_PREFIX = "CHARGE_CAPTURE_"
@@ -181,4 +183,15 @@ def from_args(args: argparse.Namespace) -> WorkerConfig:
         value = getattr(args, name, None) or _env(name)
         if value:
             setattr(config.security, name, value)
+    return config
+
+
+def cluster_config(args: argparse.Namespace, verb: str) -> WorkerConfig | None:
+    """The configuration of a command that needs a real cluster (no embedded broker), logging
+    configured; None, with the reason on stderr, when no bootstrap servers are set."""
+    config = from_args(args)
+    logs.configure(config.log_level)
+    if not config.bootstrap_servers:
+        print(f"{verb}: no --bootstrap-servers configured", file=sys.stderr)
+        return None
     return config

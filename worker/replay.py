@@ -37,10 +37,9 @@ from kafka.structs import TopicPartition
 from rules.model import ChargeDecision, DecisionSource, ErrorKind
 from rules.pack import PackSet, load_packs
 from rules.visit import Ledger, Publication, VisitKey, table_rank
-from worker import logs
 from worker.app import error_text
 from worker.broker import TopicSpec, create_topics
-from worker.config import WorkerConfig, add_arguments, from_args
+from worker.config import WorkerConfig, add_arguments, cluster_config
 from worker.serde import EVENT, Codec, UndecidableRecord, dead_letter_for
 from worker.state import home_partition, record_time
 from worker.topics import latest_decisions
@@ -942,10 +941,8 @@ def options_from_args(args: argparse.Namespace, config: WorkerConfig) -> ReplayO
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    config = from_args(args)
-    logs.configure(config.log_level)
-    if not config.bootstrap_servers:
-        print("replay: no --bootstrap-servers configured", file=sys.stderr)
+    config = cluster_config(args, "replay")
+    if config is None:
         return 2
     try:
         options = options_from_args(args, config)
