@@ -104,6 +104,13 @@ def _at(when: str) -> dict[str, str]:
     return {"occurred_at": when}
 
 
+def _advance(state: PartitionState, day: str) -> None:
+    """Move the partition's event time to `day` with another patient's visit on that day."""
+    moment = _at(f"{day}T09:00:00Z")
+    other = charge(charge_id="C8", event_id="E8", patient_id="P2", date_of_service=day, **moment)
+    _fold(state, [other])
+
+
 def _decisions(pubs: list[Publication]) -> list[tuple[str, DecisionStatus, int, str]]:
     return [
         (p.decision.charge_id, p.decision.status, p.decision.decision_version, p.ledger.value)
@@ -118,14 +125,7 @@ def _expired_march_visit() -> PartitionState:
     _fold(
         state, [charge(event_id="E1"), charge(event_id="E2", units=3, **_at(f"{MARCH}T15:05:00Z"))]
     )
-    later = charge(
-        charge_id="C8",
-        event_id="E8",
-        patient_id="P00000002",
-        date_of_service="2026-04-15",
-        **_at("2026-04-15T12:00:00Z"),
-    )
-    _fold(state, [later])
+    _advance(state, "2026-04-15")
     assert state.is_expired(VisitKey("P00000001", dt.date(2026, 3, 2)))
     return state
 
@@ -153,18 +153,7 @@ def test_a_held_charge_released_after_expiry_is_retracted_from_review() -> None:
     state = PartitionState(0, RETENTION)
     undocumented = charge(event_id="E1", documentation={"progress_note": False})
     assert _decisions(_fold(state, [undocumented])) == [("C1", DecisionStatus.HELD, 1, "held")]
-    _fold(
-        state,
-        [
-            charge(
-                charge_id="C8",
-                event_id="E8",
-                patient_id="P2",
-                date_of_service="2026-05-01",
-                **_at("2026-05-01T09:00:00Z"),
-            )
-        ],
-    )
+    _advance(state, "2026-05-01")
     fixed = charge(event_id="E2", **_at("2026-05-02T09:00:00Z"))
     assert _decisions(state.decide(fixed, _source(9, "E2"), PACKS)) == [
         ("C1", DecisionStatus.RETRACTED, 2, "held"),
@@ -197,17 +186,7 @@ def test_retired_charges_survive_restoration() -> None:
 
 def test_a_date_of_service_beyond_the_version_memory_is_undecidable() -> None:
     state = PartitionState(0, RETENTION, version_memory=dt.timedelta(days=400))
-    _fold(
-        state,
-        [
-            charge(
-                charge_id="C8",
-                event_id="E8",
-                date_of_service="2027-06-01",
-                **_at("2027-06-01T09:00:00Z"),
-            )
-        ],
-    )
+    _advance(state, "2027-06-01")
     with pytest.raises(UndecidableRecord) as caught:
         state.decide(charge(event_id="E1"), _source(1, "E1"), PACKS)
     assert caught.value.kind == ErrorKind.VALIDATION
@@ -279,14 +258,7 @@ def test_a_charge_captured_before_its_date_of_service_is_remembered_from_that_da
     state = PartitionState(0, RETENTION, version_memory=dt.timedelta(days=40))
     typo = charge(event_id="E1", **_at("2024-03-02T15:00:00Z"))
     assert _decisions(_fold(state, [typo])) == [("C1", DecisionStatus.HELD, 1, "held")]
-    later = charge(
-        charge_id="C8",
-        event_id="E8",
-        patient_id="P2",
-        date_of_service="2026-04-08",
-        **_at("2026-04-08T09:00:00Z"),
-    )
-    _fold(state, [later])
+    _advance(state, "2026-04-08")
     state.sweep()
     assert set(state.retired) == {"C1"}
     fixed = charge(event_id="E2", **_at("2026-04-09T09:00:00Z"))

@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kafka import KafkaProducer
-
 from rules.model import ChargeEvent
 from worker import logs
 from worker.app import CallDeadlineExceeded, StateCorrupt, TopicLayoutError, Worker
@@ -23,7 +21,7 @@ from worker.broker import EmbeddedBroker
 from worker.config import WorkerConfig, add_arguments, cluster_config, from_args
 from worker.metrics import Health, Metrics, start_http_server
 from worker.serde import Codec
-from worker.topics import ensure_topics, latest_decisions, read_to_end
+from worker.topics import bulk_producer, ensure_topics, latest_decisions, read_to_end
 
 log = logging.getLogger("charge_capture")
 EXIT_STUCK = 70  # EX_SOFTWARE: a transactional call exceeded its deadline
@@ -131,16 +129,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def produce_events(config: WorkerConfig, events: list[ChargeEvent]) -> int:
     codec = Codec()
-    assert config.bootstrap_servers
-    producer = KafkaProducer(
-        bootstrap_servers=config.bootstrap_servers,
-        acks="all",
-        linger_ms=20,
-        batch_size=256 * 1024,
-        compression_type="lz4",
-        enable_idempotence=True,
-        **config.security.kafka_kwargs(),
-    )
+    producer = bulk_producer(config)
     try:
         for event in events:
             producer.send(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from rules.model import ChargeDecision, DecisionSource, ErrorKind
@@ -42,7 +42,7 @@ from worker.broker import TopicSpec, create_topics
 from worker.config import WorkerConfig, add_arguments, cluster_config
 from worker.serde import EVENT, Codec, UndecidableRecord, dead_letter_for
 from worker.state import home_partition, record_time
-from worker.topics import latest_decisions
+from worker.topics import bulk_producer, latest_decisions
 
 PARTIAL_VISIT_FLAG = "PARTIAL_VISIT"
 DEFAULT_DIFF_OUT = Path("replay-diff.jsonl")
@@ -257,20 +257,10 @@ class _FileSink:
 
 
 class _TopicSink:
-    def __init__(
-        self, config: WorkerConfig, names: tuple[str, str, str], codec: Codec, client: Any
-    ) -> None:
+    def __init__(self, config: WorkerConfig, names: tuple[str, str, str], codec: Codec) -> None:
         self.corrected, self.held, self.dlq = names
         self.codec = codec
-        self.producer = KafkaProducer(
-            bootstrap_servers=config.bootstrap_servers,
-            acks="all",
-            linger_ms=20,
-            batch_size=256 * 1024,
-            compression_type="lz4",
-            enable_idempotence=True,
-            **client,
-        )
+        self.producer = bulk_producer(config)
         self.failed: list[BaseException] = []
 
     def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -664,7 +654,7 @@ def run_replay(
             ]
             assert config.bootstrap_servers
             create_topics(config.bootstrap_servers, specs, **config.security.kafka_kwargs())
-            sink = _TopicSink(config, names, codec, config.security.kafka_kwargs())
+            sink = _TopicSink(config, names, codec)
         else:
             assert isinstance(output, FileOutput)
             sink = _FileSink(output.path)

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from rules.model import ChargeDecision
@@ -35,6 +35,21 @@ def ensure_topics(config: WorkerConfig) -> list[str]:
     assert config.bootstrap_servers
     return create_topics(
         config.bootstrap_servers, topic_specs(config), **config.security.kafka_kwargs()
+    )
+
+
+def bulk_producer(config: WorkerConfig) -> KafkaProducer:
+    """An idempotent producer for bulk writes outside the worker's transactions (produce,
+    replay's shadow topics): large lz4 batches, every replica acknowledging."""
+    assert config.bootstrap_servers
+    return KafkaProducer(
+        bootstrap_servers=config.bootstrap_servers,
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        compression_type="lz4",
+        enable_idempotence=True,
+        **config.security.kafka_kwargs(),
     )
 
 
