@@ -239,16 +239,18 @@ class VisitBook:
         """Fold one event in; return the visits whose charges changed (to decide again)."""
         key = VisitKey.of(event)
         visit = self.visits.get(key)
-        if visit is None:
-            visit = self.visits[key] = Visit(key)
-        if event.event_id in visit.seen_event_ids:
+        if visit is not None and event.event_id in visit.seen_event_ids:
             return []
-        visit.seen_event_ids.add(event.event_id)
         home_key = self.home.get(event.charge_id, key)
         home = self.visits.get(home_key)
         current = home.charges.get(event.charge_id) if home else None
         if not _wins(event, current):
+            # Nothing is recorded for a losing event: it loses again if redelivered, and state
+            # that only memory held would make a restored worker decide differently.
             return []
+        if visit is None:
+            visit = self.visits[key] = Visit(key)
+        visit.seen_event_ids.add(event.event_id)
         visit.charges[event.charge_id] = event
         self.home[event.charge_id] = key
         if home is None or home_key == key:

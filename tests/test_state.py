@@ -292,3 +292,13 @@ def test_state_built_under_another_partition_layout_is_refused() -> None:
     unrecorded = PartitionState(0, RETENTION, layout="crc32/6")  # meta from before layouts
     unrecorded.restore(META_KEY, b'{"watermark": null}')
     assert unrecorded.watermark is None
+
+
+def test_an_event_that_loses_to_the_current_one_leaves_no_state_behind() -> None:
+    """Memory-only traces of a losing event would make a restored worker decide differently."""
+    state = PartitionState(0, RETENTION)
+    _fold(state, [charge(event_id="E2", **_at(f"{MARCH}T16:00:00Z"))])
+    older = charge(event_id="E1", date_of_service="2026-03-03", **_at(f"{MARCH}T15:00:00Z"))
+    assert state.decide(older, _source(1, "E1"), PACKS) == []
+    assert list(state.book.visits) == [VisitKey("P00000001", dt.date(2026, 3, 2))]
+    assert state.book.visits[VisitKey("P00000001", dt.date(2026, 3, 2))].seen_event_ids == {"E2"}
