@@ -15,8 +15,8 @@ import tempfile
 import time
 
 from rules.pack import load_packs
-from worker.check import run_check
-from worker.sample import generate_events, write_jsonl
+from worker.offline.check import run_check
+from worker.offline.sample import generate_events, write_jsonl
 
 EVENTS_PER_VISIT = 2.86  # the generator's mean; sized so --events is close to the target
 

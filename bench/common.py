@@ -6,7 +6,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from worker.broker import BOOTSTRAP_ENV, EmbeddedBroker
+from worker.kafka.embedded import EmbeddedBroker
+
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 
 @contextlib.contextmanager

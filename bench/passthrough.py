@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from bench.common import bench_broker
-from worker.broker import TopicSpec, create_topics
+from worker.kafka.admin import TopicSpec, create_topics
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from bench.common import bench_broker
 from rules.model import ChargeEvent
-from worker.broker import TopicSpec, create_topics
-from worker.commands import produce_events
+from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
-from worker.replay import FileOutput, ReplayOptions, run_replay
-from worker.sample import generate_events
+from worker.kafka.admin import TopicSpec, create_topics
+from worker.offline.sample import generate_events
+from worker.replay.plan import FileOutput, ReplayOptions
+from worker.replay.run import run_replay
 
 
 def main(argv: list[str] | None = None) -> int:

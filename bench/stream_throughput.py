@@ -40,13 +40,13 @@ from kafka.structs import TopicPartition
 from bench.common import bench_broker
 from bench.passthrough import run_passthrough
 from rules.model import ChargeEvent
-from worker.app import Worker
-from worker.broker import TopicSpec, create_topics
-from worker.commands import produce_events
+from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
-from worker.sample import generate_events
-from worker.serde import Codec
-from worker.topics import ensure_topics, read_to_end
+from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
+from worker.kafka.reading import read_to_end
+from worker.offline.sample import generate_events
+from worker.runtime.worker import Worker
+from worker.serde.codec import Codec
 
 EVENTS_PER_VISIT = 2.8  # generate_events gives about 2.85 events per visit
 

@@ -119,7 +119,7 @@ class ChargeEvent(_Frozen):
     """One captured charge line event (schemas/charge_event.avsc).
 
     Only what makes an event impossible to decide is rejected here; problems a biller can fix
-    (units < 1, a malformed code, too many modifiers) pass and become holds (DESIGN §2).
+    (units < 1, a malformed code, too many modifiers) pass and become holds (docs/rules.md).
     """
 
     event_id: NonEmpty

@@ -1,4 +1,4 @@
-"""The CPT 97012 rules, one function per rule ID (DESIGN §4).
+"""The CPT 97012 rules, one function per rule ID (reference: docs/rules.md).
 
 Each rule is a pure function of one line and its visit (`VisitContext`: every active charge of
 the patient on the date of service, plus the rule pack in force on that date). Correction rules

@@ -1,9 +1,10 @@
-"""Visit state and decision versioning (DESIGN §3, §5), shared by `check`, the worker and replay.
+"""Visit state and decision versioning, shared by `check`, the worker and replay.
 
 A visit is one patient on one date of service. It keeps, per charge, the winning event (the
 latest by (occurred_at, event_id), so arrival order never matters) and the last decision it
 published. After each change the whole visit is decided again and only the charges whose
-decision changed are published, with the RETRACTED/VOIDED bookkeeping of DESIGN §3.
+decision changed are published, with the RETRACTED/VOIDED bookkeeping of the output contract
+(docs/data-flow.md).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Publication:
 
 
 def table_rank(decision: ChargeDecision) -> tuple[int, int]:
-    """Order of a charge's records for a table reader (DESIGN §3): the highest
+    """Order of a charge's records for a table reader (docs/data-flow.md): the highest
     decision_version wins; on a tie the decision beats the RETRACTED record of the ledger it
     left, so the table is right whatever order the two topics are read in."""
     return (decision.decision_version, 0 if decision.status == DecisionStatus.RETRACTED else 1)
@@ -262,14 +263,24 @@ class VisitBook:
         return [home_key, key]
 
 
-def decide_events(events: Iterable[ChargeEvent], packs: PackSet) -> dict[str, Verdict | None]:
-    """Final verdict per charge (None = voided) for a sequence of events, folded in order."""
+class FinalDecision(NamedTuple):
+    charge: ChargeEvent  # the charge's winning event
+    verdict: Verdict | None  # None: voided
+
+
+def decide_events(events: Iterable[ChargeEvent], packs: PackSet) -> dict[str, FinalDecision]:
+    """Final decision per charge for a sequence of events, folded in order.
+
+    Decisions depend only on each visit's final set of charges, so deciding every visit once
+    at the end gives the same final decisions as deciding after every event. `check` and the
+    tests' oracle both fold with this.
+    """
     book = VisitBook()
     for event in events:
         book.apply(event)
-    final: dict[str, Verdict | None] = {}
+    final: dict[str, FinalDecision] = {}
     for key, visit in book.visits.items():
         verdicts = visit.decide(packs.for_date(key.date_of_service))
-        for charge_id in visit.charges:
-            final[charge_id] = verdicts.get(charge_id)
+        for charge_id, charge in visit.charges.items():
+            final[charge_id] = FinalDecision(charge, verdicts.get(charge_id))
     return final

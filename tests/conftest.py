@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.broker import BrokerInfo, open_test_broker
+from tests.brokers import BrokerInfo, open_test_broker
 
 
 @pytest.fixture(scope="session")

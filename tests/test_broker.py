@@ -15,12 +15,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 from kafka.structs import OffsetAndMetadata
 
+from tests.brokers import BrokerInfo
 from tests.helpers import wait_until
-from worker.broker import BrokerInfo, EmbeddedBroker, TopicSpec, create_topics
+from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.embedded import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
 
-# Tansu joins a group in about session_timeout_ms / 2 (DESIGN §8).
+# Tansu joins a group in about session_timeout_ms / 2.
 GROUP_SETTINGS: dict[str, Any] = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
 TIMEOUT_S = 30.0
 
@@ -228,9 +230,9 @@ def test_wait_until_times_out_with_message() -> None:
 
 def test_apache_kafka_container_advertises_its_bound_host_port() -> None:
     """The testcontainers path (no Docker here) must advertise the port clients connect to."""
-    from worker.broker import TESTCONTAINERS_DEFAULT_IMAGE, _apache_kafka_env
+    from tests.brokers import TESTCONTAINERS_DEFAULT_IMAGE, apache_kafka_env
 
-    env = _apache_kafka_env(45678)
+    env = apache_kafka_env(45678)
     assert TESTCONTAINERS_DEFAULT_IMAGE.startswith("apache/kafka:")
     assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://127.0.0.1:45678"
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"

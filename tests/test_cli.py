@@ -1,4 +1,4 @@
-"""The command line as a user runs it: check, generate, topics, produce (DESIGN §6)."""
+"""The command line as a user runs it: check, generate, topics, produce."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 from kafka import KafkaAdminClient
 
 from rules.model import ChargeEvent
+from tests.brokers import BrokerInfo
 from tests.factories import event_dict
-from worker.broker import BrokerInfo
 from worker.cli import main
-from worker.serde import EVENT, Codec
-from worker.topics import read_to_end
+from worker.kafka.reading import read_to_end
+from worker.serde.codec import Codec
+from worker.serde.framing import EVENT
 
 
 def _line(**overrides: object) -> str:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.brokers import BrokerInfo
 from tests.helpers import stop_process, wait_until
 from tests.worker_harness import config_flags, isolated_config
-from worker.broker import BrokerInfo
-from worker.topics import ensure_topics
+from worker.kafka.admin import ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

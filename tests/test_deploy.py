@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.config import from_args
-from worker.metrics import Metrics
+from worker.cli.options import from_args
+from worker.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

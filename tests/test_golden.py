@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rules.pack import load_packs
-from worker.check import run_check
+from worker.offline.check import run_check
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 NCCI_PACKS = Path(__file__).parent / "data" / "packs_ncci"

@@ -21,16 +21,18 @@ from kafka.structs import TopicPartition
 
 from rules.model import ChargeEvent
 from rules.visit import VisitKey
+from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import stop_process, wait_until
 from tests.worker_harness import config_flags, isolated_config
-from worker.app import error_text
-from worker.broker import BrokerInfo
 from worker.config import WorkerConfig
-from worker.logs import JsonFormatter
-from worker.sample import generate_events
-from worker.serde import EVENT, Codec
-from worker.topics import ensure_topics, read_to_end
+from worker.kafka.admin import ensure_topics
+from worker.kafka.reading import read_to_end
+from worker.observability.logs import JsonFormatter
+from worker.observability.logs import describe_error as error_text
+from worker.offline.sample import generate_events
+from worker.serde.codec import Codec
+from worker.serde.framing import EVENT
 
 CHARGE_CAPTURE = Path(sys.executable).with_name("charge-capture")
 TIMEOUT_S = 60.0

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.metrics import Health, HttpServer, Metrics, start_http_server
+from worker.observability.health import Health
+from worker.observability.http import HttpServer, start_http_server
+from worker.observability.metrics import Metrics
 
 
 class FakeClock:

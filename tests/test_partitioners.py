@@ -11,14 +11,14 @@ import pytest
 from confluent_kafka import Producer
 from kafka import KafkaProducer
 
+from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
 from tests.worker_harness import running_worker, worker_config
-from worker.broker import BrokerInfo, TopicSpec, create_topics
-from worker.config import Partitioner
-from worker.serde import Codec
-from worker.state import home_partition
-from worker.topics import read_to_end
+from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.partitioner import Partitioner, home_partition
+from worker.kafka.reading import read_to_end
+from worker.serde.codec import Codec
 
 pytestmark = pytest.mark.broker
 KEYS = [f"P{n:08d}".encode() for n in range(60)]

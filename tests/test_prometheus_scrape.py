@@ -27,16 +27,19 @@ import yaml
 from kafka import KafkaProducer
 
 from rules.model import ChargeEvent
+from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
 from tests.worker_harness import isolated_config
-from worker.app import Worker
-from worker.broker import BrokerInfo
-from worker.commands import produce_events
+from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
-from worker.metrics import Health, HttpServer, Metrics, start_http_server
-from worker.serde import EVENT, Codec
-from worker.topics import ensure_topics
+from worker.kafka.admin import ensure_topics
+from worker.observability.health import Health
+from worker.observability.http import HttpServer, start_http_server
+from worker.observability.metrics import Metrics
+from worker.runtime.worker import Worker
+from worker.serde.codec import Codec
+from worker.serde.framing import EVENT
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "charge-capture.json"

@@ -53,7 +53,7 @@ def visit_events(draw: st.DrawFn) -> list[ChargeEvent]:
 
 
 def final(events: list[ChargeEvent]) -> dict[str, Verdict | None]:
-    return decide_events(events, PACKS)
+    return {cid: d.verdict for cid, d in decide_events(events, PACKS).items()}
 
 
 @settings(max_examples=150, deadline=None)

@@ -17,28 +17,29 @@ from kafka import KafkaAdminClient, KafkaProducer
 from rules.model import ChargeDecision, ChargeEvent, EventType, PlanType
 from rules.pack import DEFAULT_PACKS_DIR
 from rules.visit import VisitKey
+from tests.brokers import BrokerInfo
 from tests.helpers import wait_until
 from tests.worker_harness import config_flags
 from worker import cli
-from worker.app import Worker
-from worker.broker import BrokerInfo
-from worker.commands import produce_events
+from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
-from worker.replay import (
-    PARTIAL_VISIT_FLAG,
+from worker.kafka.admin import ensure_topics
+from worker.kafka.partitioner import home_partition
+from worker.kafka.reading import read_to_end
+from worker.processing.table import latest_decisions
+from worker.replay.plan import (
     FileOutput,
     Position,
     ReplayOptions,
-    ReplayReport,
     TopicsOutput,
     parse_output,
     parse_position,
-    run_replay,
     shadow_topics,
 )
-from worker.serde import Codec
-from worker.state import home_partition
-from worker.topics import ensure_topics, latest_decisions, read_to_end
+from worker.replay.report import PARTIAL_VISIT_FLAG, ReplayReport
+from worker.replay.run import run_replay
+from worker.runtime.worker import Worker
+from worker.serde.codec import Codec
 
 pytestmark = pytest.mark.broker
 
@@ -80,7 +81,7 @@ def _all_decided(worker: Worker, charge_ids: set[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def live(broker: BrokerInfo) -> Iterator[Live]:
-    from worker.sample import generate_events
+    from worker.offline.sample import generate_events
 
     prefix = f"r{uuid.uuid4().hex[:10]}"
     config = WorkerConfig(
@@ -407,3 +408,36 @@ def test_home_partition_matches_the_producer() -> None:
     for key in (b"P1", b"P30777988", b"patient-xyz"):
         expected = partitioner.partition("t", key, key, None, None, _Cluster())
         assert home_partition(key, 6) == expected
+
+
+def test_replay_and_live_emit_byte_identical_decision_records(live: Live) -> None:
+    """Live and replay decide through one processing path: for the same input range the
+    decision records are the same bytes, topic for topic. Visits that a re-keyed event joined
+    are left out: live decides that event later, from the repartition topic (its source names
+    that topic), where replay decides it in place."""
+    prefix = f"replay.{uuid.uuid4().hex[:6]}."
+    run_replay(ReplayOptions(config=live.config, output=TopicsOutput(prefix)))
+    codec = Codec()
+    rekeyed_visits = {
+        (e.patient_id, e.date_of_service)
+        for e in live.events
+        if e.event_id.endswith(tuple(f"-mk-{i}" for i in range(MISKEYED)))
+    }
+    assert rekeyed_visits, "the fixture re-keys some events"
+
+    def records(topics: list[str]) -> set[tuple[int, bytes | None, bytes]]:
+        out = set()
+        for index, topic in enumerate(topics):
+            for record in read_to_end(live.bootstrap, [topic]):
+                assert record.value is not None
+                decision = codec.decode_decision(record.value)
+                if (decision.patient_id, decision.date_of_service) not in rekeyed_visits:
+                    out.add((index, record.key, record.value))
+        return out
+
+    config = live.config
+    corrected, held, _ = shadow_topics(config, prefix)
+    live_records = records([config.corrected_topic, config.held_topic])
+    replayed = records([corrected, held])
+    assert len(live_records) > 100
+    assert replayed == live_records

@@ -1,4 +1,4 @@
-"""Every rule ID of DESIGN §4: a case where it fires and a case where it must not."""
+"""Every rule ID (docs/rules.md): a case where it fires and a case where it must not."""
 
 from __future__ import annotations
 

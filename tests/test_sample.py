@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.model import ChargeEvent
-from worker.sample import generate_events, write_jsonl
+from worker.offline.sample import generate_events, write_jsonl
 
 VISITS = 2000
 SEED = 20260302

@@ -11,15 +11,9 @@ from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
 from rules.pack import PackSet, load_packs
 from rules.visit import Publication, VisitKey
 from tests.factories import charge, other_line
-from worker.serde import UndecidableRecord
-from worker.state import (
-    EXPIRED_FLAG,
-    META_KEY,
-    LayoutChanged,
-    PartitionState,
-    decode_visit,
-    encode_visit,
-)
+from worker.errors import TopicLayoutError, UndecidableRecord
+from worker.state.changelog import META_KEY, decode_visit, encode_visit
+from worker.state.store import EXPIRED_FLAG, PartitionState
 
 PACKS: PackSet = load_packs()
 RETENTION = dt.timedelta(days=30)
@@ -282,7 +276,7 @@ def test_state_built_under_another_partition_layout_is_refused() -> None:
     for layout, refused in (("murmur2/6", False), ("crc32/6", True), ("murmur2/12", True)):
         fresh = PartitionState(0, RETENTION, layout=layout)
         if refused:
-            with pytest.raises(LayoutChanged, match="murmur2/6"):
+            with pytest.raises(TopicLayoutError, match="murmur2/6"):
                 for write in changelog:
                     fresh.restore(write.key, write.value)
         else:

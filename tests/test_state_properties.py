@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from rules.model import ChargeDecision, ChargeEvent, DecisionSource
 from rules.pack import load_packs
 from tests.factories import event_dict
-from worker.serde import UndecidableRecord
-from worker.state import ChangelogWrite, PartitionState
+from worker.errors import UndecidableRecord
+from worker.state.changelog import ChangelogWrite
+from worker.state.store import PartitionState
 
 PACKS = load_packs()
 RETENTION = dt.timedelta(days=30)

@@ -1,4 +1,4 @@
-"""Visit state and the decision-record contract of DESIGN §3 (versions, RETRACTED, VOIDED)."""
+"""Visit state and the decision-record contract (versions, RETRACTED, VOIDED)."""
 
 from __future__ import annotations
 

@@ -23,13 +23,15 @@ import pytest
 from rules.model import ChargeDecision, ChargeEvent, DecisionStatus
 from rules.pack import load_packs
 from rules.visit import decide_events
+from tests.brokers import BrokerInfo
 from tests.helpers import wait_until
 from tests.worker_process import GroupProgress, RecordCounter, WorkerProcess, worker_config
-from worker.broker import BrokerInfo
-from worker.commands import produce_events
-from worker.sample import generate_events
-from worker.serde import Codec
-from worker.topics import ensure_topics, latest_decisions, read_to_end
+from worker.cli.cluster import produce_events
+from worker.kafka.admin import ensure_topics
+from worker.kafka.reading import read_to_end
+from worker.offline.sample import generate_events
+from worker.processing.table import latest_decisions
+from worker.serde.codec import Codec
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -171,7 +173,7 @@ def test_sigkill_mid_stream_decides_every_charge_once(
     assert set(latest) == {e.charge_id for e in events}
     assert set(latest) == set(expected)
     wrong: dict[str, tuple[str, str]] = {}
-    for charge_id, verdict in expected.items():
+    for charge_id, (_, verdict) in expected.items():
         decision = latest[charge_id]
         want = DecisionStatus.VOIDED if verdict is None else verdict.status
         if decision.status != want:

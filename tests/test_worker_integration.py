@@ -1,4 +1,4 @@
-"""The worker over a real broker: decisions, RETRACTED/VOIDED, DLQ, re-keying (DESIGN §1-3)."""
+"""The worker over a real broker: decisions, RETRACTED/VOIDED, DLQ, re-keying."""
 
 from __future__ import annotations
 
@@ -10,17 +10,20 @@ import pytest
 
 from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
 from rules.pack import PackSet, RulePack, load_packs
+from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
 from tests.worker_harness import running_worker, send_raw, worker_config
-from worker.app import StateCorrupt, TopicLayoutError, Worker
-from worker.broker import BrokerInfo, TopicSpec, create_topics
-from worker.commands import produce_events
+from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
-from worker.metrics import Health, Metrics
-from worker.serde import Codec
-from worker.state import home_partition
-from worker.topics import read_to_end
+from worker.errors import StateCorrupt, TopicLayoutError
+from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.partitioner import home_partition
+from worker.kafka.reading import read_to_end
+from worker.observability.health import Health
+from worker.observability.metrics import Metrics
+from worker.runtime.worker import Worker
+from worker.serde.codec import Codec
 
 pytestmark = pytest.mark.broker
 CODEC = Codec()

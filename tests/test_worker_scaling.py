@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from rules.model import ChargeDecision, ChargeEvent
+from tests.brokers import BrokerInfo
 from tests.helpers import wait_until
 from tests.worker_process import (
     GroupProgress,
@@ -25,10 +26,10 @@ from tests.worker_process import (
     free_port,
     worker_config,
 )
-from worker.broker import BrokerInfo
-from worker.commands import produce_events
-from worker.sample import generate_events
-from worker.topics import ensure_topics, latest_decisions
+from worker.cli.cluster import produce_events
+from worker.kafka.admin import ensure_topics
+from worker.offline.sample import generate_events
+from worker.processing.table import latest_decisions
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

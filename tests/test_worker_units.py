@@ -11,9 +11,10 @@ import pytest
 from rules.model import DecisionSource
 from rules.pack import load_packs
 from tests.factories import charge
-from worker.app import CallDeadlineExceeded, Worker, with_deadline
-from worker.config import WorkerConfig
-from worker.state import PartitionState
+from worker.errors import CallDeadlineExceeded
+from worker.kafka.deadlines import with_deadline
+from worker.runtime.gauges import oldest_held_age
+from worker.state.store import PartitionState
 
 
 def test_with_deadline_returns_value_and_propagates_errors() -> None:
@@ -32,7 +33,6 @@ def test_with_deadline_fails_a_call_that_never_returns() -> None:
 
 
 def test_oldest_held_age_is_event_time_since_the_held_line() -> None:
-    worker = Worker(WorkerConfig(bootstrap_servers="unused:9092"))
     state = PartitionState(0, dt.timedelta(days=30))
     packs = load_packs()
     held = charge(event_id="E1", charge_id="H1", units=0, occurred_at="2026-03-02T10:00:00Z")
@@ -42,6 +42,5 @@ def test_oldest_held_age_is_event_time_since_the_held_line() -> None:
     for offset, event in enumerate([held, later]):
         source = DecisionSource(topic="t", partition=0, offset=offset, event_id=event.event_id)
         state.decide(event, source, packs)
-    worker.states[0] = state
-    assert worker._oldest_held_age() == pytest.approx(2.5 * 3600)
-    assert Worker(WorkerConfig(bootstrap_servers="unused:9092"))._oldest_held_age() == 0.0
+    assert oldest_held_age({0: state}) == pytest.approx(2.5 * 3600)
+    assert oldest_held_age({}) == 0.0

@@ -9,11 +9,12 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from worker.app import Worker
-from worker.broker import BrokerInfo
+from tests.brokers import BrokerInfo
 from worker.config import WorkerConfig
-from worker.metrics import Health, Metrics
-from worker.topics import ensure_topics
+from worker.kafka.admin import ensure_topics
+from worker.observability.health import Health
+from worker.observability.metrics import Metrics
+from worker.runtime.worker import Worker
 
 
 def isolated_config(broker: BrokerInfo | str, prefix: str, **overrides: Any) -> WorkerConfig:

@@ -23,8 +23,8 @@ from kafka.structs import TopicPartition
 
 from tests.helpers import wait_until
 from tests.worker_harness import isolated_config
-from worker.broker import _die_with_parent
 from worker.config import WorkerConfig
+from worker.kafka.embedded import die_with_parent
 
 
 def free_port() -> int:
@@ -114,7 +114,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
                 # An orphaned worker would keep consuming into the next test's broker state.
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
 
     @property

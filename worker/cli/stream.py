@@ -1,10 +1,9 @@
-"""Streaming sub-commands of `charge-capture`: run, demo, topics, produce (DESIGN §6)."""
+"""`charge-capture run` and `demo`: the stream worker, on a cluster or the embedded broker."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -12,27 +11,26 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from rules.model import ChargeEvent
-from worker import logs
-from worker.app import CallDeadlineExceeded, StateCorrupt, TopicLayoutError, Worker
-from worker.broker import EmbeddedBroker
-from worker.config import WorkerConfig, add_arguments, cluster_config, from_args
-from worker.metrics import Health, Metrics, start_http_server
-from worker.serde import Codec
-from worker.topics import bulk_producer, ensure_topics, latest_decisions, read_to_end
+from worker.cli.cluster import produce_events
+from worker.cli.options import add_arguments, from_args
+from worker.config import WorkerConfig
+from worker.errors import FatalError
+from worker.kafka.admin import ensure_topics
+from worker.kafka.embedded import EmbeddedBroker
+from worker.kafka.reading import read_to_end
+from worker.observability import logs
+from worker.observability.health import Health
+from worker.observability.http import start_http_server
+from worker.observability.metrics import Metrics
+from worker.processing.table import latest_decisions
+from worker.runtime.worker import Worker
 
 log = logging.getLogger("charge_capture")
-EXIT_STUCK = 70  # EX_SOFTWARE: a transactional call exceeded its deadline
-EXIT_CONFIG = 78  # EX_CONFIG: the topics are missing or not co-partitioned
-EXIT_STATE = 65  # EX_DATAERR: a changelog record does not restore
-EnvLookup = Callable[..., str | None]
 
 
-def add_streaming_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], env: EnvLookup
-) -> None:
+def add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="the stream worker")
     add_arguments(run)
     run.set_defaults(func=cmd_run)
@@ -49,22 +47,6 @@ def add_streaming_commands(
         "0 otherwise)",
     )
     demo.set_defaults(func=cmd_demo)
-
-    topics = sub.add_parser("topics", help="create/verify the topics")
-    add_arguments(topics)
-    topics.set_defaults(func=cmd_topics)
-
-    produce = sub.add_parser("produce", help="publish JSON-lines ChargeEvents as framed Avro")
-    add_arguments(produce)
-    produce.add_argument("file", type=Path)
-    produce.set_defaults(func=cmd_produce)
-
-    from worker.replay import add_replay_arguments  # imports this module: load it lazily
-
-    replay = sub.add_parser(
-        "replay", help="re-decide a topic range with fresh state; diff against live decisions"
-    )
-    add_replay_arguments(replay)
 
 
 @contextlib.contextmanager
@@ -100,17 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         server = start_http_server(config.http_port, metrics, health) if config.http_port else None
         try:
             Worker(config, metrics=metrics, health=health).run(stop)
-        except CallDeadlineExceeded as stuck:
-            # A transactional call that never returns leaves a client in an unknown state:
-            # exit non-zero so the supervisor restarts a clean process (DESIGN §1).
-            log.critical("transactional call stuck; exiting", extra=logs.fields(error=str(stuck)))
-            return EXIT_STUCK
-        except TopicLayoutError as wrong:
-            log.critical("topic layout unusable; exiting", extra=logs.fields(error=str(wrong)))
-            return EXIT_CONFIG
-        except StateCorrupt as corrupt:
-            log.critical("state does not restore; exiting", extra=logs.fields(error=str(corrupt)))
-            return EXIT_STATE
+        except FatalError as fatal:
+            # No restart can fix it (a hung transactional call leaves a client in an unknown
+            # state, a bad layout or corrupt state stays so): exit with its code.
+            log.critical(
+                fatal.summary, extra=logs.fields(error=str(fatal), exit_code=fatal.exit_code)
+            )
+            return fatal.exit_code
         finally:
             if server is not None:
                 server.close()
@@ -118,47 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_topics(args: argparse.Namespace) -> int:
-    config = cluster_config(args, "topics")
-    if config is None:
-        return 2
-    created = ensure_topics(config)
-    print(json.dumps({"created": created, "verified": True}))
-    return 0
-
-
-def produce_events(config: WorkerConfig, events: list[ChargeEvent]) -> int:
-    codec = Codec()
-    producer = bulk_producer(config)
-    try:
-        for event in events:
-            producer.send(
-                config.input_topic,
-                key=event.patient_id.encode(),
-                value=codec.encode_event(event),
-            )
-        producer.flush(timeout=120)
-    finally:
-        producer.close(timeout=10)
-    return len(events)
-
-
-def cmd_produce(args: argparse.Namespace) -> int:
-    config = cluster_config(args, "produce")
-    if config is None:
-        return 2
-    with args.file.open(encoding="utf-8") as lines:
-        events = [ChargeEvent.model_validate_json(line) for line in lines if line.strip()]
-    count = produce_events(config, events)
-    print(json.dumps({"produced": count, "topic": config.input_topic}))
-    return 0
-
-
 # -- demo ----------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.sample import generate_events
+    from worker.offline.sample import generate_events
 
     config = from_args(args)
     config.log_level = "WARNING" if args.log_level is None else config.log_level
@@ -215,12 +157,8 @@ def _serve(seconds: float | None, stop: threading.Event) -> None:
 
 
 def format_demo_summary(config: WorkerConfig, events: int, seconds: float) -> str:
-    assert config.bootstrap_servers
-    client = config.security.kafka_kwargs()
-    latest, published = latest_decisions(
-        config.bootstrap_servers, [config.corrected_topic, config.held_topic], **client
-    )
-    dlq = sum(1 for _ in read_to_end(config.bootstrap_servers, [config.dlq_topic], **client))
+    latest, published = latest_decisions(config, [config.corrected_topic, config.held_topic])
+    dlq = sum(1 for _ in read_to_end(config, [config.dlq_topic]))
     final = Counter(d.status.value for d in latest.values())
     holds: Counter[str] = Counter()
     fixes: Counter[str] = Counter()

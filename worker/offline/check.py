@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from rules.engine import Verdict
 from rules.model import ChargeEvent, DecisionStatus
 from rules.pack import PackSet
-from rules.visit import VisitBook
-from worker.serde import describe
+from rules.visit import decide_events
+from worker.serde.codec import describe
 
 
 @dataclass
@@ -45,7 +45,7 @@ def read_events(lines: IO[str], report: CheckReport) -> Iterator[ChargeEvent]:
 
 
 def decision_line(charge: ChargeEvent, verdict: Verdict | None) -> dict[str, Any]:
-    """The per-charge output of DESIGN §6 `check`."""
+    """One line of `check`'s output: the charge's final decision."""
     if verdict is None:
         verdict = Verdict(billed=charge, corrections=(), holds=())
         status = DecisionStatus.VOIDED
@@ -87,18 +87,9 @@ def run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
 def _run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
     report = CheckReport()
     started = time.perf_counter()
-    book = VisitBook()
-    for event in read_events(source, report):
-        book.apply(event)
-    # Decisions depend only on each visit's final set of charges, so deciding every visit
-    # once at the end gives the same final decisions as deciding after every event.
-    finals: dict[str, dict[str, Any]] = {}
-    for key, visit in book.visits.items():
-        verdicts = visit.decide(packs.for_date(key.date_of_service))
-        for charge_id, charge in visit.charges.items():
-            finals[charge_id] = decision_line(charge, verdicts.get(charge_id))
+    finals = decide_events(read_events(source, report), packs)
     for charge_id in sorted(finals):
-        line = finals[charge_id]
+        line = decision_line(*finals[charge_id])
         report.by_status[line["status"]] += 1
         for item in (*line["corrections"], *line["holds"]):
             report.by_rule[item["rule_id"]] += 1

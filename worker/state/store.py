@@ -1,62 +1,47 @@
-"""Per-partition visit state, its changelog records and event-time retention (DESIGN §5).
+"""Per-partition visit state and event-time retention.
 
 One `PartitionState` per partition number: the input partition p and the repartition topic's
-partition p feed the same patients, so they share it, and it is logged to changelog partition p.
-
-Changelog records carry, in headers, the end offsets of every input partition the writing batch
-consumed. Restoration skips a record when any of those offsets is at or past the committed
-offset of that input partition: it belongs to a transaction that never committed, which a
-broker without aborted-transaction filtering (Tansu) still shows.
+partition p feed the same patients, so they share it, and it is logged to changelog partition p
+(record format: worker.state.changelog).
 
 When a visit expires, each of its charges leaves a small `Retired` record (its last decision's
 version, status, ledger and the event that decided it), kept for `version_memory` after the
 later of that event and its date of service, so a later event for the charge continues its
-decision_version instead of starting again at 1 (DESIGN §3: never two different records for one
-charge_id and version). An event whose date of service is older than that memory cannot be
-versioned safely and is dead-lettered.
+decision_version instead of starting again at 1 (never two different records for one charge_id
+and version). An event whose date of service is older than that memory cannot be versioned
+safely and is dead-lettered.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from kafka.partitioner.default import murmur2
-from pydantic import BaseModel
-
-from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
+from rules.model import ChargeEvent, DecisionSource, ErrorKind
 from rules.pack import PackSet
-from rules.visit import Ledger, Publication, Published, Visit, VisitBook, VisitKey
-from worker.serde import UndecidableRecord, kafka_time
+from rules.visit import Publication, VisitBook, VisitKey
+from worker.config import WorkerConfig
+from worker.errors import TopicLayoutError, UndecidableRecord
+from worker.state.changelog import (
+    META_KEY,
+    RETIRED_PREFIX,
+    ChangelogWrite,
+    decode_meta,
+    decode_retired,
+    decode_visit,
+    encode_meta,
+    encode_retired,
+    encode_visit,
+    visit_key_bytes,
+    visit_key_from_bytes,
+)
+from worker.state.retired import Retired
 
-META_KEY = b"\x00partition-meta"
-RETIRED_PREFIX = b"\x00retired\x1f"
-OFFSET_HEADER_PREFIX = "input-offset:"
 EXPIRED_FLAG = "VISIT_STATE_EXPIRED"
 # How far past its Kafka record timestamp an event's occurred_at may be: room for clock skew
 # between source and producer, none for a mistyped year (which would win every later edit).
 FUTURE_SKEW = dt.timedelta(days=1)
-
-
-@functools.lru_cache(maxsize=65536)
-def home_partition(patient_key: bytes, partitions: int, partitioner: str = "murmur2") -> int:
-    """The partition whose state holds a patient: where the producers of the input topic put
-    the key. `murmur2`: the Java client's and kafka-python's default partitioner; `crc32`:
-    librdkafka's `consistent`/`consistent_random` (confluent-kafka, the default there)."""
-    if partitioner == "crc32":
-        return zlib.crc32(patient_key) % partitions
-    hashed: int = murmur2(patient_key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
-def record_time(record: Any) -> dt.datetime | None:
-    """A consumed Kafka record's timestamp (None when the broker gives none)."""
-    return kafka_time(record.timestamp)
 
 
 def _later_than(moment: dt.datetime, reference: dt.datetime, margin: dt.timedelta) -> bool:
@@ -64,96 +49,6 @@ def _later_than(moment: dt.datetime, reference: dt.datetime, margin: dt.timedelt
         return moment - margin > reference
     except OverflowError:  # within `margin` of year 1: not later than anything
         return False
-
-
-def visit_key_bytes(key: VisitKey) -> bytes:
-    return f"{key.patient_id}\x1f{key.date_of_service.isoformat()}".encode()
-
-
-def visit_key_from_bytes(raw: bytes) -> VisitKey:
-    patient, day = raw.decode().split("\x1f")
-    return VisitKey(patient, dt.date.fromisoformat(day))
-
-
-class VisitSnapshot(BaseModel):
-    """A visit as its changelog record stores it (JSON; serialized by pydantic-core)."""
-
-    charges: list[ChargeEvent]
-    seen: list[str]  # sorted, so the same visit always writes the same bytes
-    published: dict[str, tuple[int, DecisionStatus, Ledger, str]]
-
-
-def encode_visit(visit: Visit) -> bytes:
-    # Every part is already validated: construct without validating again.
-    snapshot = VisitSnapshot.model_construct(
-        charges=list(visit.charges.values()),
-        seen=sorted(visit.seen_event_ids),
-        published={
-            cid: (p.version, p.status, p.ledger, p.fingerprint)
-            for cid, p in visit.published.items()
-        },
-    )
-    return VisitSnapshot.__pydantic_serializer__.to_json(snapshot)
-
-
-def decode_visit(key: VisitKey, raw: bytes) -> Visit:
-    snapshot = VisitSnapshot.model_validate_json(raw)
-    return Visit(
-        key=key,
-        charges={c.charge_id: c for c in snapshot.charges},
-        seen_event_ids=set(snapshot.seen),
-        published={
-            cid: Published(version, status, ledger, digest)
-            for cid, (version, status, ledger, digest) in snapshot.published.items()
-        },
-    )
-
-
-class LayoutChanged(Exception):
-    """The changelog was written under another partitioner or partition count."""
-
-
-@dataclass(frozen=True)
-class ChangelogWrite:
-    key: bytes
-    value: bytes | None  # None: tombstone
-
-
-class RetiredRecord(BaseModel):
-    """A `Retired` charge as its changelog record stores it."""
-
-    published: tuple[int, DecisionStatus, Ledger, str]
-    date_of_service: dt.date
-    won_by: tuple[dt.datetime, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Retired:
-    """What is kept of a charge once its visit expired."""
-
-    published: Published
-    date_of_service: dt.date
-    won_by: tuple[dt.datetime, str]  # (occurred_at, event_id) of the event it was decided on
-
-    @property
-    def last_seen(self) -> dt.date:
-        """The later of its last event and its date of service: the memory counts from here
-        (an occurred_at before the date of service is a fixable hold, not a reason to forget)."""
-        return max(self.won_by[0].date(), self.date_of_service)
-
-    def encode(self) -> bytes:
-        p = self.published
-        record = RetiredRecord.model_construct(
-            published=(p.version, p.status, p.ledger, p.fingerprint),
-            date_of_service=self.date_of_service,
-            won_by=self.won_by,
-        )
-        return RetiredRecord.__pydantic_serializer__.to_json(record)
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Retired:
-        record = RetiredRecord.model_validate_json(raw)
-        return cls(Published(*record.published), record.date_of_service, record.won_by)
 
 
 @dataclass
@@ -239,6 +134,12 @@ class PartitionState:
                 del self.retired[charge_id]
                 self.retired_changed.add(charge_id)
 
+    def forget_writes(self) -> None:
+        """Drop the pending changelog bookkeeping (replay keeps no changelog)."""
+        self.dirty.clear()
+        self.expired.clear()
+        self.retired_changed.clear()
+
     # -- deciding ----------------------------------------------------------------------------
 
     def decide(
@@ -302,36 +203,29 @@ class PartitionState:
             yield ChangelogWrite(raw, encode_visit(visit) if visit is not None else None)
         for charge_id in sorted(self.retired_changed):
             retired = self.retired.get(charge_id)
-            value = retired.encode() if retired is not None else None
+            value = encode_retired(retired) if retired is not None else None
             yield ChangelogWrite(RETIRED_PREFIX + charge_id.encode(), value)
-        self.dirty.clear()
-        self.expired.clear()
-        self.retired_changed.clear()
-        yield ChangelogWrite(META_KEY, self._encode_meta())
-
-    def _encode_meta(self) -> bytes:
-        mark = self.watermark.isoformat() if self.watermark else None
-        return json.dumps({"watermark": mark, "layout": self.layout or None}).encode()
+        self.forget_writes()
+        yield ChangelogWrite(META_KEY, encode_meta(self.watermark, self.layout))
 
     def restore(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record (raises TopicLayoutError for another layout's state)."""
         if key == META_KEY:
-            meta = json.loads(value or b"{}")
-            built = meta.get("layout")
+            watermark, built = decode_meta(value)
             if built and self.layout and built != self.layout:
-                raise LayoutChanged(
+                raise TopicLayoutError(
                     f"state of partition {self.partition} was built for patients placed by "
                     f"{built}, the worker now places them by {self.layout}: the same patient "
                     "would be looked up in another partition's state. Restore the old settings, "
                     "or start from empty state under a new --app-id deliberately"
                 )
-            mark = meta.get("watermark")
-            self.watermark = dt.datetime.fromisoformat(mark) if mark else None
+            self.watermark = watermark
             return
         if key.startswith(RETIRED_PREFIX):
             charge_id = key[len(RETIRED_PREFIX) :].decode()
             self.retired.pop(charge_id, None)
             if value is not None:
-                self.retired[charge_id] = Retired.decode(value)
+                self.retired[charge_id] = decode_retired(value)
             return
         visit_key = visit_key_from_bytes(key)
         self.book.drop_visit(visit_key)
@@ -339,15 +233,12 @@ class PartitionState:
             self.book.add_visit(decode_visit(visit_key, value))
 
 
-def offset_headers(end_offsets: dict[str, int]) -> list[tuple[str, bytes]]:
-    return [(OFFSET_HEADER_PREFIX + topic, str(o).encode()) for topic, o in end_offsets.items()]
-
-
-def is_committed(headers: list[tuple[str, bytes]], committed: dict[str, int]) -> bool:
-    """True when every input offset the record carries is below that input's committed offset."""
-    for name, raw in headers:
-        if name.startswith(OFFSET_HEADER_PREFIX):
-            topic = name[len(OFFSET_HEADER_PREFIX) :]
-            if int(raw) >= committed.get(topic, 0):
-                return False
-    return True
+def new_state(config: WorkerConfig, partition: int, partitions: int = 0) -> PartitionState:
+    """Empty state of `partition` under `config`'s retention, version memory and layout."""
+    return PartitionState(
+        partition,
+        retention=dt.timedelta(days=config.retention_days),
+        # Never shorter than the retention: a live visit's events are always decidable.
+        version_memory=dt.timedelta(days=max(config.version_memory_days, config.retention_days)),
+        layout=f"{config.input_partitioner.value}/{partitions}" if partitions else "",
+    )

@@ -12,6 +12,10 @@ import logging
 import sys
 from typing import Any
 
+from kafka.errors import KafkaError
+
+from worker.errors import ChargeCaptureError
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -46,20 +50,25 @@ def fields(**values: Any) -> dict[str, Any]:
     return {"fields": values}
 
 
-# Exceptions whose text names topics, partitions, offsets, ids or addresses, never record data.
-_TEXT_IS_SAFE: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+# Exceptions whose text names topics, partitions, offsets, ids, files or addresses, never
+# record data: the OS's, Kafka's and our own.
+_TEXT_IS_SAFE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    KafkaError,
+    ChargeCaptureError,
+)
 
 
-def describe_error(error: BaseException, *safe: type[BaseException]) -> str:
+def describe_error(error: BaseException) -> str:
     """What a log line at INFO and above may say about an exception.
 
     The text of an arbitrary exception may quote the data it failed on (a KeyError shows its
-    key, a pydantic error its input: possibly a patient id), so only the types in `safe` (and
-    OS-level errors) keep their text; for the rest the type name is logged and the text goes
-    to DEBUG.
+    key, a pydantic error its input: possibly a patient id), so only the types known to be
+    safe keep their text; for the rest the type name is logged and the text goes to DEBUG.
     """
     name = type(error).__name__
-    if isinstance(error, (*_TEXT_IS_SAFE, *safe)):
+    if isinstance(error, _TEXT_IS_SAFE):
         return f"{name}: {error}"
     logging.getLogger(__name__).debug("%s: %s", name, error)
     return f"{name} (details at DEBUG)"

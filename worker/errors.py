@@ -1,0 +1,95 @@
+"""One exception root for the worker, and the exit codes of the fatal errors.
+
+`ChargeCaptureError` is the root of every error the worker raises on purpose. Their messages
+name topics, partitions, offsets, files, settings and addresses, never record data, so log
+lines may show them in full (`describe_error`). A `FatalError` stops the process with its
+`exit_code` (documented in docs/operations.md); everything else is handled where it is raised:
+a record that cannot be decided goes to the DLQ, a failed batch restarts the instance.
+"""
+
+from __future__ import annotations
+
+from rules.model import ErrorKind
+
+# sysexits.h codes, as supervisors and runbooks know them
+EXIT_USAGE = 2  # argparse's own: a bad flag or value
+EXIT_FAILED = 1  # the command ran but could not finish its job
+EXIT_DATAERR = 65  # EX_DATAERR: stored state does not read back
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a broker or registry did not answer in time
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a client call hung past its deadline
+EXIT_CONFIG = 78  # EX_CONFIG: settings, rule packs or the topic layout are unusable
+
+
+class ChargeCaptureError(Exception):
+    """Root of the worker's own errors; the text never carries record data."""
+
+
+class FatalError(ChargeCaptureError):
+    """No restart can fix it: the process stops with `exit_code` and one log line."""
+
+    exit_code = EXIT_FAILED
+    summary = "fatal error; exiting"  # the log line's message; the error's text goes beside it
+
+
+class ConfigError(FatalError):
+    """Settings, a rule pack or the topics are unusable as configured."""
+
+    exit_code = EXIT_CONFIG
+    summary = "configuration unusable; exiting"
+
+
+class TopicLayoutError(ConfigError):
+    """The input, repartition and changelog topics are missing or not co-partitioned, or the
+    changelog was built under another partitioner or partition count."""
+
+    summary = "topic layout unusable; exiting"
+
+
+class StateCorrupt(FatalError):
+    """A changelog record that does not restore: deciding on partial state would reuse
+    decision versions, so the process stops."""
+
+    exit_code = EXIT_DATAERR
+    summary = "state does not restore; exiting"
+
+
+class CallDeadlineExceeded(FatalError):
+    """A client call that has no timeout of its own did not return in time."""
+
+    exit_code = EXIT_SOFTWARE
+    summary = "transactional call stuck; exiting"
+
+
+class UndecidableRecord(ChargeCaptureError):
+    """An input record that can never be decided: it goes to the DLQ with its kind."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class RecordFailed(ChargeCaptureError):
+    """Deciding one input record raised something no check foresaw (a bug, or data nobody
+    expected): the batch aborts, and the record is dead-lettered when it is read again."""
+
+    def __init__(self, where: tuple[str, int, int], cause: str) -> None:
+        topic, partition, offset = where
+        super().__init__(f"record {topic}[{partition}] offset {offset}: {cause}")
+        self.where = where
+        self.cause = cause
+
+
+class InstanceRestart(ChargeCaptureError):
+    """Drop clients and state, rejoin the group and restore: the batch did not commit."""
+
+
+class ReplayError(ChargeCaptureError):
+    """A replay ran but could not finish its job (outputs incomplete, a read stalled)."""
+
+
+class BrokerStartError(FatalError):
+    """The embedded broker did not come up; the message points at its log."""
+
+    exit_code = EXIT_UNAVAILABLE
+    summary = "embedded broker did not start; exiting"

@@ -1,0 +1,129 @@
+"""Where decisions, dead letters and re-keyed events go: one interface, three outputs.
+
+- `TopicOutputs`: Kafka topics through a producer: the live worker's (inside its transaction)
+  or replay's shadow topics (a bulk producer; failed sends are collected, since `flush()`
+  raises for none of them);
+- `FileOutputs`: one full ChargeDecision JSON per line (replay to a file);
+- `NullOutputs`: nothing (replay's warmup folds state without emitting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from kafka import KafkaProducer
+
+from rules.model import ChargeDecision, DeadLetter, ErrorKind
+from rules.visit import Ledger
+from worker.config import WorkerConfig
+from worker.kafka.records import Record, kafka_time
+from worker.serde.codec import Codec
+
+
+class Outputs(Protocol):
+    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None: ...
+
+    def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None: ...
+
+    def rekey(self, record: Record, patient: bytes, home: int) -> None:
+        """Send `record` to its patient's partition `home` of the repartition topic."""
+
+
+def dead_letter_for(record: Record, kind: ErrorKind, message: str) -> DeadLetter:
+    """The DLQ record for a consumed Kafka record that cannot be decided."""
+    timestamp = kafka_time(record.timestamp) if record.timestamp else None
+    return DeadLetter(
+        key=record.key,
+        value=record.value,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        source_timestamp=timestamp,
+        error_kind=kind,
+        error_message=message,
+    )
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    corrected: str
+    held: str
+    dlq: str
+    repartition: str | None = None  # None: events are never re-keyed through Kafka here
+
+    @classmethod
+    def live(cls, config: WorkerConfig) -> OutputTopics:
+        return cls(
+            config.corrected_topic, config.held_topic, config.dlq_topic, config.repartition_topic
+        )
+
+    def for_ledger(self, ledger: Ledger) -> str:
+        return self.held if ledger is Ledger.REVIEW else self.corrected
+
+
+class TopicOutputs:
+    def __init__(
+        self, producer: KafkaProducer, topics: OutputTopics, codec: Codec, *, collect: bool
+    ) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.codec = codec
+        # Outside a transaction nothing else notices a failed send: collect each failure.
+        self.failed: list[BaseException] | None = [] if collect else None
+
+    def _send(self, topic: str, key: bytes | None, value: bytes, **options: object) -> None:
+        future = self.producer.send(topic, key=key, value=value, **options)
+        if self.failed is not None:
+            future.add_errback(self.failed.append)
+
+    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
+        value = self.codec.encode_decision(decision)
+        self._send(self.topics.for_ledger(ledger), decision.charge_id.encode(), value)
+
+    def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
+        letter = self.codec.encode_dead_letter(dead_letter_for(record, kind, message))
+        self._send(self.topics.dlq, record.key, letter)
+
+    def rekey(self, record: Record, patient: bytes, home: int) -> None:
+        assert self.topics.repartition is not None, "these outputs re-key nothing"
+        # The re-keyed copy keeps the record's bytes and timestamp, so it means the same
+        # wherever it is read.
+        timestamp = record.timestamp if record.timestamp >= 0 else None
+        assert record.value is not None
+        self._send(
+            self.topics.repartition, patient, record.value, partition=home, timestamp_ms=timestamp
+        )
+
+
+class FileOutputs:
+    """One full ChargeDecision JSON per line, in processing order; the DLQ is a count only."""
+
+    def __init__(self, path: Path) -> None:
+        self._stream: IO[str] = path.open("w", encoding="utf-8", newline="\n")
+        self._write = self._stream.write
+
+    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
+        self._write(decision.model_dump_json())
+        self._write("\n")
+
+    def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
+        return None
+
+    def rekey(self, record: Record, patient: bytes, home: int) -> None:
+        raise AssertionError("file outputs re-key nothing: replay decides re-keyed events")
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class NullOutputs:
+    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
+        return None
+
+    def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
+        return None
+
+    def rekey(self, record: Record, patient: bytes, home: int) -> None:
+        return None

@@ -1,0 +1,100 @@
+"""One batch as one transaction: the checkpoint of the live worker.
+
+The steps, in order (Kafka Streams' and Quix Streams' commit, made explicit):
+1. begin the transaction (exactly-once);
+2. outputs: the batch's decisions, dead letters and re-keyed events are sent as it is processed;
+3. changelog: every visit the batch touched, tombstones for expired ones, and the partition's
+   metadata, each record headed with the input offsets the batch consumed;
+4. offsets: the consumed offsets join the transaction (`send_offsets_to_transaction`);
+5. commit, or abort on any failure before it.
+Under at-least-once, 1 and 4 fall away: the producer is flushed, then the offsets committed.
+Every transactional call runs under a deadline (worker.kafka.deadlines).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from worker.config import Guarantee, WorkerConfig
+from worker.kafka.deadlines import with_deadline
+from worker.observability.logs import describe_error, fields
+from worker.observability.metrics import Metrics
+from worker.state.changelog import offset_headers
+from worker.state.store import PartitionState
+
+log = logging.getLogger("charge_capture.worker")
+
+
+@dataclass
+class Checkpoint:
+    """Where one polled batch ends, per input partition (next offsets to consume)."""
+
+    config: WorkerConfig
+    producer: KafkaProducer
+    consumer: KafkaConsumer
+    metrics: Metrics
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.config.processing_guarantee == Guarantee.EXACTLY_ONCE
+
+    def begin(self) -> None:
+        if self.exactly_once:
+            self.producer.begin_transaction()
+
+    def consumed(self, tp: TopicPartition, last_offset: int) -> None:
+        self.next_offsets[tp] = last_offset + 1
+
+    def write_changelog(self, states: Mapping[int, PartitionState]) -> None:
+        """Step 3: each touched partition's changed visits, headed with the batch's offsets."""
+        last_offsets: dict[int, dict[str, int]] = {}
+        for tp, next_offset in self.next_offsets.items():
+            last_offsets.setdefault(tp.partition, {})[tp.topic] = next_offset - 1
+        for number, offsets in last_offsets.items():
+            state = states[number]
+            state.sweep()
+            headers = offset_headers(offsets)
+            for write in state.take_writes():
+                self.producer.send(
+                    self.config.changelog_topic,
+                    key=write.key,
+                    value=write.value,
+                    partition=number,
+                    headers=headers,
+                )
+
+    def commit(self) -> None:
+        """Steps 4 and 5."""
+        deadline = self.config.call_deadline_s
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self.next_offsets.items()}
+        producer, consumer = self.producer, self.consumer
+        if self.exactly_once:
+            metadata = consumer.group_metadata()
+            with_deadline(
+                lambda: producer.send_offsets_to_transaction(offsets, metadata),
+                deadline,
+                "send_offsets_to_transaction",
+            )
+            with_deadline(producer.commit_transaction, deadline, "commit_transaction")
+        else:
+            with_deadline(producer.flush, deadline, "flush")
+            consumer.commit(offsets)
+        self.metrics.transactions.labels(outcome="committed").inc()
+
+    def abort(self, error: Exception) -> None:
+        log.error("batch failed; aborting", extra=fields(error=describe_error(error)))
+        self.metrics.transactions.labels(outcome="aborted").inc()
+        if not self.exactly_once:
+            return
+        try:
+            with_deadline(self.producer.abort_transaction, self.config.call_deadline_s, "abort")
+        except Exception as failure:
+            # Fenced or broken: the transaction dies with the producer (the broker aborts it
+            # at transaction.timeout.ms); the restart that follows builds fresh clients.
+            log.warning("abort failed", extra=fields(error=describe_error(failure)))
