@@ -1,4 +1,4 @@
-"""The `charge-capture` command line (DESIGN §6)."""
+"""The `charge-capture` command line: check, generate, and the streaming commands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rules.pack import load_packs
+from rules.pack import PackError, load_packs
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
+    except PackError as error:  # a broken rule pack: one line, no traceback
+        print(f"charge-capture: {error}", file=sys.stderr)
+        return 78  # EX_CONFIG
     except KeyboardInterrupt:
         return 130
 
