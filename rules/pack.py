@@ -1,24 +1,46 @@
 """Rule packs: effective-dated, declarative parameters of the rules (rules/packs/*.toml).
 
 The pack in force on a visit's date of service decides it: the pack with the latest
-`effective_from` on or before that date (dates before every pack fall to the earliest one,
-so a configuration gap can never stall the stream).
+`effective_from` on or before that date. A date of service before every pack has no pack in
+force: `PackSet.for_date` raises `PackNotInForce` rather than guess, and the caller treats the
+charge as undecidable.
+
+A pack that cannot be read raises `PackError`, whose message is one line naming the file, the
+line where one is known, the key or column, and the problem.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
+import os
+import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rules.model import PlanType, RulePackRef
-from rules.ncci import MueLimit, PtpEdit, load_mue, load_ptp
+from rules.model import Documentation, PlanType, RulePackRef
+from rules.ncci import MueLimit, NcciFileError, PtpEdits, load_mue
 
 DEFAULT_PACKS_DIR = Path(__file__).parent / "packs"
+
+
+class PackError(ValueError):
+    """A rule pack (or a file it names) that cannot be used; the message is one line."""
+
+
+class PackNotInForce(LookupError):
+    """No pack is in force on a date of service: it is before every pack's effective_from."""
+
+    def __init__(self, date_of_service: dt.date, earliest: dt.date) -> None:
+        self.date_of_service, self.earliest = date_of_service, earliest
+        super().__init__(
+            f"no rule pack in force on date of service {date_of_service.isoformat()}: "
+            f"the earliest pack takes effect {earliest.isoformat()}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +100,10 @@ class RulePack:
     decompression_ncd_from: dt.date
     documentation_required: tuple[str, ...]
     supporting_diagnoses: tuple[SupportingDiagnosis, ...]
-    ptp_edits: tuple[PtpEdit, ...] = ()
+    # The CMS NCCI edits of the pack's [ncci] files, indexed by column-2 then column-1 code.
+    ptp_edits: PtpEdits = field(default_factory=PtpEdits)
     mue_limits: Mapping[str, MueLimit] = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file it was read from
     # supporting_diagnoses indexed by their code, so a lookup tries a code's few prefixes
     # instead of scanning the whole list: this runs for every traction line.
     _support_index: Mapping[str, tuple[SupportingDiagnosis, ...]] = field(
@@ -115,90 +139,301 @@ class RulePack:
 
 
 class PackSet:
-    """The packs of one directory, ordered by effective date."""
+    """The packs of one directory, ordered by effective date; one pack per effective date."""
 
     def __init__(self, packs: Iterable[RulePack]) -> None:
         self.packs: tuple[RulePack, ...] = tuple(sorted(packs, key=lambda p: p.effective_from))
         if not self.packs:
-            raise ValueError("no rule pack found")
+            raise PackError("no rule pack found")
+        for before, after in zip(self.packs, self.packs[1:], strict=False):
+            if before.effective_from == after.effective_from:
+                raise PackError(_same_start(before, after))
         self._starts = [p.effective_from for p in self.packs]
 
     def for_date(self, date_of_service: dt.date) -> RulePack:
+        """The pack in force on `date_of_service`; PackNotInForce before every pack."""
         index = bisect.bisect_right(self._starts, date_of_service) - 1
-        return self.packs[max(index, 0)]
+        if index < 0:
+            raise PackNotInForce(date_of_service, self._starts[0])
+        return self.packs[index]
+
+
+def _same_start(a: RulePack, b: RulePack) -> str:
+    names = " and ".join(p.source or f"pack {p.id} {p.version}" for p in (a, b))
+    who = f"id {a.id!r}" if a.id == b.id else f"ids {a.id!r} and {b.id!r}"
+    return (
+        f"{names}: both packs ({who}) take effect {a.effective_from.isoformat()}; a date of "
+        "service must have one pack in force: give one a later effective_from or remove it"
+    )
 
 
 def load_packs(directory: Path | None = None) -> PackSet:
     directory = directory or DEFAULT_PACKS_DIR
+    if not directory.exists():
+        raise PackError(f"{directory}: no such rule-pack directory")
+    if not directory.is_dir():
+        raise PackError(f"{directory}: not a directory (a rule-pack directory holds *.toml)")
     files = sorted(directory.glob("*.toml"))
     if not files:
-        raise ValueError(f"no rule pack (*.toml) in {directory}")
+        raise PackError(f"{directory}: no rule pack (*.toml) in this directory")
     return PackSet(load_pack(path) for path in files)
 
 
 def load_pack(path: Path) -> RulePack:
-    with path.open("rb") as stream:
-        data = tomllib.load(stream)
+    source = os.path.normpath(path)
     try:
-        return _build(data, path.parent)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: invalid rule pack: {error!r}") from error
+        with path.open("rb") as stream:
+            data = tomllib.load(stream)
+    except tomllib.TOMLDecodeError as error:
+        raise PackError(_toml_problem(source, error)) from None
+    except UnicodeDecodeError as error:
+        raise PackError(f"{source}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise PackError(f"{source}: cannot read it ({error.strerror or error})") from None
+    return _build(_Table(source, "", data), path.parent)
 
 
-def _date(text: str | None) -> dt.date | None:
-    return None if text is None else dt.date.fromisoformat(str(text))
+_TOML_AT = re.compile(r"^(?P<problem>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
 
 
-def _plans(names: Sequence[str]) -> frozenset[PlanType]:
-    return frozenset(PlanType(name) for name in names)
+def _toml_problem(source: str, error: tomllib.TOMLDecodeError) -> str:
+    text = str(error).replace("\n", " ")
+    found = _TOML_AT.match(text)
+    if found is None:  # e.g. "(at end of document)"
+        return f"{source}: invalid TOML: {text}"
+    return f"{source}:{found['line']}:{found['column']}: invalid TOML: {found['problem']}"
 
 
-def _build(data: dict[str, Any], base: Path) -> RulePack:
-    pack, mods, np = data["pack"], data["modifiers"], data["not_mechanical_traction"]
-    decompression = data["decompression"]
-    effective_from = _date(pack["effective_from"])
-    ncd_from = _date(decompression["ncd_effective_from"])
-    assert effective_from is not None and ncd_from is not None
-    ncci = data.get("ncci", {})
-    mue: dict[str, MueLimit] = {}
-    for name in ncci.get("mue_files", []):
-        mue.update((limit.code, limit) for limit in load_mue(base / name))
-    return RulePack(
-        id=pack["id"],
-        version=str(pack["version"]),
-        effective_from=effective_from,
-        traction_code=data["traction"]["code"],
-        traction_max_units=int(data["traction"]["max_units"]),
-        max_modifiers=int(mods["max_per_line"]),
-        distinct_modifiers=frozenset(mods["distinct"]),
-        distinct_either_line_from=_date(mods.get("distinct_either_line_from")),
-        x_modifiers=frozenset(mods["x_modifiers"]),
-        therapy_modifiers=frozenset(mods["therapy"]),
-        distinct_pair_codes=frozenset(data["distinct_pairs"]["codes"]),
-        cmt_codes=frozenset(data["cmt"]["codes"]),
-        gp_plan_types=_plans(data["gp_required"]["plan_types"]),
-        gp_payers=tuple(
-            DatedPayer(p["payer_id"], _date(p.get("effective_from")) or dt.date.min)
-            for p in data["gp_required"].get("payers", [])
-        ),
-        gy_plan_types=_plans(data["medicare_chiropractor"]["plan_types"]),
-        gy_modifier=data["medicare_chiropractor"]["modifier"],
-        roller_table_unlisted_code=np["roller_table_unlisted_code"],
-        roller_table_unlisted_payer_ids=frozenset(np["roller_table_unlisted_payer_ids"]),
-        manual_code=np["manual_code"],
-        decompression_codes=tuple(decompression["codes"]),
-        decompression_ncd_plan_types=_plans(decompression["ncd_plan_types"]),
-        decompression_ncd_from=ncd_from,
-        documentation_required=tuple(data["documentation"]["required"]),
-        supporting_diagnoses=tuple(
-            SupportingDiagnosis(
-                code=entry.get("prefix") or entry["code"],
-                is_prefix="prefix" in entry,
-                valid_from=_date(entry.get("valid_from")),
-                valid_to=_date(entry.get("valid_to")),
-            )
-            for entry in data["diagnosis"]["supporting"]
-        ),
-        ptp_edits=tuple(e for name in ncci.get("ptp_files", []) for e in load_ptp(base / name)),
-        mue_limits=mue,
+# --- reading the TOML ------------------------------------------------------------------------
+
+_MISSING: Any = object()
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, dt.datetime):
+        return f"a date-time ({value.isoformat()})"
+    if isinstance(value, dt.date | dt.time):
+        return f"a {type(value).__name__} ({value.isoformat()})"
+    return type(value).__name__
+
+
+class _Table:
+    """One table of a pack being read: typed getters whose errors name the file and key.
+
+    `label` is "" for the document itself, "[cmt]" for a table, and "[[diagnosis.supporting]]
+    #3" for an entry of an array of tables.
+    """
+
+    def __init__(self, source: str, label: str, data: Mapping[str, Any]) -> None:
+        self.source, self.label, self.data = source, label, data
+        self.read: set[str] = set()
+
+    def ref(self, key: str) -> str:
+        if not self.label:
+            return f"[{key}]"
+        if self.label.startswith("[["):
+            return f"{self.label} {key}"
+        return f"{self.label}.{key}"
+
+    def error(self, key: str | None, problem: str) -> PackError:
+        where = self.label if key is None else self.ref(key)
+        return PackError(
+            f"{self.source}: {where}: {problem}" if where else f"{self.source}: {problem}"
+        )
+
+    def value(self, key: str, default: Any = _MISSING) -> Any:
+        self.read.add(key)
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            return self._missing(key)
+        return default
+
+    def _missing(self, key: str) -> Any:
+        raise PackError(f"{self.source}: {self.ref(key)} missing")
+
+    def table(self, key: str, default: Any = _MISSING) -> _Table:
+        value = self.value(key, default)
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_kind(value)}")
+        name = key if not self.label else f"{self.label.strip('[]')}.{key}"
+        return _Table(self.source, f"[{name}]", value)
+
+    def tables(self, key: str) -> list[_Table]:
+        value = self.value(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(key, f"expected an array of tables ([[...]]), got {_kind(value)}")
+        name = f"{self.label.strip('[]')}.{key}"
+        return [_Table(self.source, f"[[{name}]] #{n}", v) for n, v in enumerate(value, start=1)]
+
+    def string(self, key: str, default: Any = _MISSING) -> str:
+        value = self.value(key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"expected a non-empty string, got {_kind(value)}")
+        return value
+
+    def integer(self, key: str, minimum: int) -> int:
+        value = self.value(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(key, f"expected a whole number, got {_kind(value)}")
+        if value < minimum:
+            raise self.error(key, f"{value} is below {minimum}")
+        return value
+
+    def strings(self, key: str, default: Any = _MISSING) -> list[str]:
+        value = self.value(key, default)
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list of strings, got {_kind(value)}")
+        for number, item in enumerate(value, start=1):
+            if not isinstance(item, str) or not item.strip():
+                raise self.error(
+                    key, f"item {number}: expected a non-empty string, got {_kind(item)}"
+                )
+        return list(value)
+
+    def date(self, key: str, default: Any = _MISSING) -> dt.date:
+        value = self.value(key, default)
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a date (YYYY-MM-DD), got {_kind(value)}")
+        if not _ISO_DATE.fullmatch(value):
+            raise self.error(key, f"{value!r} is not a date (YYYY-MM-DD)")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as error:
+            raise self.error(key, f"{value!r} is not a date ({error})") from None
+
+    def optional_date(self, key: str) -> dt.date | None:
+        return None if self.value(key, None) is None else self.date(key)
+
+    def plans(self, key: str) -> frozenset[PlanType]:
+        plans = set()
+        for name in self.strings(key):
+            try:
+                plans.add(PlanType(name))
+            except ValueError:
+                known = ", ".join(p.value for p in PlanType)
+                raise self.error(key, f"unknown plan type {name!r} (one of {known})") from None
+        return frozenset(plans)
+
+    def done(self) -> None:
+        """Refuse keys nobody reads: a misspelt optional key would silently change nothing."""
+        unknown = sorted(set(self.data) - self.read)
+        if unknown:
+            what = "section" if not self.label else "key"
+            shown = ", ".join(f"[{k}]" if not self.label else repr(k) for k in unknown)
+            known = ", ".join(sorted(self.read))
+            raise self.error(None, f"unknown {what} {shown} (expected: {known})")
+
+
+def _build(root: _Table, base: Path) -> RulePack:
+    pack = root.table("pack")
+    traction = root.table("traction")
+    mods = root.table("modifiers")
+    pairs = root.table("distinct_pairs")
+    cmt = root.table("cmt")
+    gp = root.table("gp_required")
+    chiro = root.table("medicare_chiropractor")
+    np = root.table("not_mechanical_traction")
+    decompression = root.table("decompression")
+    docs = root.table("documentation")
+    diagnosis = root.table("diagnosis")
+    ncci = root.table("ncci", {})
+    built = RulePack(
+        id=pack.string("id"),
+        version=_version(pack),
+        effective_from=pack.date("effective_from"),
+        traction_code=traction.string("code"),
+        traction_max_units=traction.integer("max_units", 1),
+        max_modifiers=mods.integer("max_per_line", 1),
+        distinct_modifiers=frozenset(mods.strings("distinct")),
+        distinct_either_line_from=mods.optional_date("distinct_either_line_from"),
+        x_modifiers=frozenset(mods.strings("x_modifiers")),
+        therapy_modifiers=frozenset(mods.strings("therapy")),
+        distinct_pair_codes=frozenset(pairs.strings("codes")),
+        cmt_codes=frozenset(cmt.strings("codes")),
+        gp_plan_types=gp.plans("plan_types"),
+        gp_payers=tuple(_payer(entry) for entry in gp.tables("payers")),
+        gy_plan_types=chiro.plans("plan_types"),
+        gy_modifier=chiro.string("modifier"),
+        roller_table_unlisted_code=np.string("roller_table_unlisted_code"),
+        roller_table_unlisted_payer_ids=frozenset(np.strings("roller_table_unlisted_payer_ids")),
+        manual_code=np.string("manual_code"),
+        decompression_codes=tuple(decompression.strings("codes")),
+        decompression_ncd_plan_types=decompression.plans("ncd_plan_types"),
+        decompression_ncd_from=decompression.date("ncd_effective_from"),
+        documentation_required=_documentation(docs),
+        supporting_diagnoses=tuple(_diagnosis(entry) for entry in diagnosis.tables("supporting")),
+        source=root.source,
     )
+    ptp_files = [base / name for name in ncci.strings("ptp_files", [])]
+    mue_files = [base / name for name in ncci.strings("mue_files", [])]
+    # Every key is read by now: refuse unknown ones before the (long) load of the NCCI files.
+    for table in (pack, traction, mods, pairs, cmt, gp, chiro, np, decompression, docs):
+        table.done()
+    for table in (diagnosis, ncci, root):
+        table.done()
+    try:
+        ptp = PtpEdits.load(ptp_files)
+    except NcciFileError as error:
+        raise PackError(f"{error} ({ncci.ref('ptp_files')} of {root.source})") from None
+    mue: dict[str, MueLimit] = {}
+    try:
+        for path in mue_files:  # a code in a later file replaces the earlier limit
+            mue.update((limit.code, limit) for limit in load_mue(path))
+    except NcciFileError as error:
+        raise PackError(f"{error} ({ncci.ref('mue_files')} of {root.source})") from None
+    return dataclasses.replace(built, ptp_edits=ptp, mue_limits=mue)
+
+
+def _version(pack: _Table) -> str:
+    version = pack.value("version")
+    if isinstance(version, int) and not isinstance(version, bool):
+        return str(version)
+    return pack.string("version")
+
+
+def _payer(entry: _Table) -> DatedPayer:
+    effective_from = entry.optional_date("effective_from") or dt.date.min
+    payer = DatedPayer(entry.string("payer_id"), effective_from)
+    entry.done()
+    return payer
+
+
+def _diagnosis(entry: _Table) -> SupportingDiagnosis:
+    has_prefix, has_code = "prefix" in entry.data, "code" in entry.data
+    if has_prefix == has_code:
+        raise entry.error(None, "give exactly one of prefix (a code family) or code (one code)")
+    found = SupportingDiagnosis(
+        code=entry.string("prefix" if has_prefix else "code"),
+        is_prefix=has_prefix,
+        valid_from=entry.optional_date("valid_from"),
+        valid_to=entry.optional_date("valid_to"),
+    )
+    if found.valid_from and found.valid_to and found.valid_from > found.valid_to:
+        raise entry.error("valid_to", f"{found.valid_to} is before valid_from {found.valid_from}")
+    entry.done()
+    return found
+
+
+def _documentation(docs: _Table) -> tuple[str, ...]:
+    names = docs.strings("required")
+    known = [name for name, f in Documentation.model_fields.items() if f.annotation is bool]
+    for name in names:
+        if name not in known:
+            flags = ", ".join(known)
+            raise docs.error("required", f"unknown documentation flag {name!r} (one of {flags})")
+    return tuple(names)

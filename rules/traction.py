@@ -22,6 +22,7 @@ from rules.model import (
     Specialty,
     TractionMethod,
 )
+from rules.ncci import in_force
 from rules.pack import RulePack
 
 
@@ -199,30 +200,43 @@ def too_many_modifiers(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 @hold("NCCI_PTP", every_line=True)
 def ncci_ptp(line: ChargeEvent, visit: VisitContext) -> Hold | None:
-    """Official NCCI pairs loaded into the pack: the column-2 line is the one held."""
+    """Official NCCI pairs loaded into the pack: the column-2 line is the one held.
+
+    The edits are indexed by column-2 then column-1 code, so a line costs a probe per code of
+    its visit, whatever the number of edits loaded. Column-1 codes are tried in ascending order,
+    the order of the CMS files, so the first edit in force that holds the line names it.
+    """
+    by_column1 = visit.pack.ptp_edits.column1_edits(line.cpt_code)
+    if not by_column1:
+        return None
     pack, day = visit.pack, visit.date_of_service
-    for edit in pack.ptp_edits:
-        if edit.column2 != line.cpt_code or edit.modifier_indicator == 9 or not edit.in_force(day):
+    for column1 in sorted(visit.ids_by_code):
+        spans = by_column1.get(column1)
+        if spans is None:
             continue
-        partners = visit.others_with((edit.column1,), line)
+        partners = visit.others_with((column1,), line)
         if not partners:
             continue
-        either = pack.distinct_on_either_line(day)
-        lines = [line, *map(visit.line, partners)] if either else [line]
-        if edit.modifier_indicator == 1 and _has_distinct(pack, lines):
-            continue
-        allowed = (
-            "allowed only with 59/XE/XS/XP/XU where the service was distinct"
-            + ("" if either else f" (on the {edit.column2} line for this date of service)")
-            if edit.modifier_indicator == 1
-            else "never allowed together (modifier indicator 0)"
-        )
-        return _hold(
-            "NCCI_PTP",
-            f"NCCI edit {edit.column1}/{edit.column2}: {edit.column2} is bundled into "
-            f"{edit.column1} on the same date, {allowed}",
-            partners,
-        )
+        for span in spans:
+            if not in_force(span, day):
+                continue
+            indicator = span[2]
+            either = pack.distinct_on_either_line(day)
+            lines = [line, *map(visit.line, partners)] if either else [line]
+            if indicator == 1 and _has_distinct(pack, lines):
+                continue
+            allowed = (
+                "allowed only with 59/XE/XS/XP/XU where the service was distinct"
+                + ("" if either else f" (on the {line.cpt_code} line for this date of service)")
+                if indicator == 1
+                else "never allowed together (modifier indicator 0)"
+            )
+            return _hold(
+                "NCCI_PTP",
+                f"NCCI edit {column1}/{line.cpt_code}: {line.cpt_code} is bundled into "
+                f"{column1} on the same date, {allowed}",
+                partners,
+            )
     return None
 
 

@@ -296,3 +296,14 @@ def test_an_event_that_loses_to_the_current_one_leaves_no_state_behind() -> None
     assert state.decide(older, _source(1, "E1"), PACKS) == []
     assert list(state.book.visits) == [VisitKey("P00000001", dt.date(2026, 3, 2))]
     assert state.book.visits[VisitKey("P00000001", dt.date(2026, 3, 2))].seen_event_ids == {"E2"}
+
+
+def test_a_date_of_service_before_every_rule_pack_is_undecidable() -> None:
+    """No pack in force: dead-lettered with the dates, never decided by another date's pack,
+    and it records nothing (no event time, no visit)."""
+    state = PartitionState(0, RETENTION)
+    early = charge(event_id="E1", date_of_service="2001-01-02", occurred_at="2001-01-02T10:00:00Z")
+    with pytest.raises(UndecidableRecord, match=r"2001-01-02.*2015-10-01") as raised:
+        state.decide(early, _source(0, "E1"), PACKS)
+    assert raised.value.kind is ErrorKind.VALIDATION
+    assert state.watermark is None and not state.book.visits

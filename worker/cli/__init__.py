@@ -6,6 +6,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from rules.pack import PackError
+from worker.errors import EXIT_CONFIG
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -36,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
+    except PackError as error:  # a broken rule pack: one line, no traceback
+        print(f"charge-capture: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from rules.engine import Verdict
 from rules.model import ChargeEvent, DecisionStatus
-from rules.pack import PackSet
+from rules.pack import PackNotInForce, PackSet
 from rules.visit import decide_events
 from worker.serde.codec import describe
 
@@ -31,14 +31,18 @@ class CheckReport:
     seconds: float = 0.0
 
 
-def read_events(lines: IO[str], report: CheckReport) -> Iterator[ChargeEvent]:
+def read_events(lines: IO[str], report: CheckReport, packs: PackSet) -> Iterator[ChargeEvent]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             event = ChargeEvent.model_validate_json(line)
+            packs.for_date(event.date_of_service)
         except ValidationError as error:
             report.rejected.append(f"line {number}: {describe(error)}")
+            continue
+        except PackNotInForce as missing:
+            report.rejected.append(f"line {number}: {missing}")
             continue
         report.events += 1
         yield event
@@ -87,7 +91,7 @@ def run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
 def _run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
     report = CheckReport()
     started = time.perf_counter()
-    finals = decide_events(read_events(source, report), packs)
+    finals = decide_events(read_events(source, report, packs), packs)
     for charge_id in sorted(finals):
         line = decision_line(*finals[charge_id])
         report.by_status[line["status"]] += 1

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rules.model import ChargeEvent, DecisionSource, ErrorKind
-from rules.pack import PackSet
+from rules.pack import PackNotInForce, PackSet
 from rules.visit import Publication, VisitBook, VisitKey
 from worker.config import WorkerConfig
 from worker.errors import TopicLayoutError, UndecidableRecord
@@ -163,6 +163,10 @@ class PartitionState:
                 "occurred_at is more than a day after the record was produced (its Kafka "
                 "timestamp): the capture time is wrong; correct it and send the event again",
             )
+        try:
+            packs.for_date(event.date_of_service)
+        except PackNotInForce as missing:  # its message names dates only
+            raise UndecidableRecord(ErrorKind.VALIDATION, str(missing)) from missing
         self.observe(event, rekeyed)
         key = VisitKey.of(event)
         if self._older_than(key.date_of_service, self.version_memory):
