@@ -9,8 +9,10 @@ import ipaddress
 import json
 import logging
 import struct
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +392,40 @@ def test_a_404_that_is_not_the_registrys_is_not_an_unknown_schema(
         pytest.raises(RegistryUnavailable, match="is the URL the registry's"),
     ):
         registry.writer_schema(ID_BASE)
+
+
+class _ProxyPage(BaseHTTPRequestHandler):
+    """Not a registry: an HTML page with the status the path's last number says."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"<html>gateway</html>"
+        self.send_response(int(self.path.rsplit("/", 1)[-1]) - ID_BASE)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("status", [200, 302, 404, 502])
+def test_an_answer_that_is_not_the_registrys_is_unavailable(status: int) -> None:
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyPage)
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        with (
+            SchemaRegistry(RegistrySettings(url, retries=0)) as registry,
+            pytest.raises(RegistryUnavailable) as down,
+        ):
+            registry.writer_schema(ID_BASE + status)
+        assert not isinstance(down.value, RecordSchemaError)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
 
 
 def test_basic_auth() -> None:

@@ -229,6 +229,7 @@ class SchemaRegistry:
         self._unknown: dict[int, float] = {}  # id -> monotonic time it may be asked for again
         self._ids: dict[tuple[str, str], int] = {}
         self._problems: dict[tuple[int, str], list[str]] = {}
+        self._reader_keys: dict[int, tuple[Any, str]] = {}  # id(reader) -> (reader, its JSON)
 
     def close(self) -> None:
         self._client.close()
@@ -273,9 +274,10 @@ class SchemaRegistry:
     def problems_reading(self, schema_id: int, reader: Any) -> list[str]:
         """Why records of this schema id cannot all be read with `reader` ([] = they can).
 
-        Each problem is prefixed with the id. Cached per id and reader. Raises as writer().
+        Each problem is prefixed with the id. Cached per id and reader (a reader schema is not
+        to be changed once used). Raises as writer().
         """
-        reader_key = reader if isinstance(reader, str) else json.dumps(reader, sort_keys=True)
+        reader_key = self._reader_key(reader)
         cached = self._problems.get((schema_id, reader_key))
         if cached is not None:
             return cached
@@ -287,6 +289,16 @@ class SchemaRegistry:
         found = [f"schema id {schema_id}: {problem}" for problem in problems]
         self._problems[(schema_id, reader_key)] = found
         return found
+
+    def _reader_key(self, reader: Any) -> str:
+        if isinstance(reader, str):
+            return reader
+        known = self._reader_keys.get(id(reader))
+        if known is not None and known[0] is reader:
+            return known[1]
+        key = json.dumps(reader, sort_keys=True)
+        self._reader_keys[id(reader)] = (reader, key)
+        return key
 
     def _unknown_message(self, schema_id: int) -> str:
         return f"schema id {schema_id} is not in the schema registry {self.url}"
