@@ -33,7 +33,7 @@ Endpoints (JSON shapes, status and error codes as the Confluent API reference, e
     GET    /mode, /mode/{s}                      {mode: READWRITE}
 
 Compatibility (BACKWARD by default, BACKWARD/FORWARD/FULL, _TRANSITIVE, NONE) is decided with
-worker.avro_compat; a registered schema gets the same id under any subject. Ids start at
+worker.serde.avro_compat; a registered schema gets the same id under any subject. Ids start at
 `id_base`. Schemas are stored and returned as compact JSON (like the real registry's canonical
 string), or as `rewrite(schema_json)` says, to stand for a registry's normalised form.
 """
@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import fastavro
 
-from worker.avro_compat import InvalidSchema, find_problems
+from worker.serde.avro_compat import InvalidSchema, find_problems
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 LEVELS = {

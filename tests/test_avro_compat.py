@@ -1,4 +1,4 @@
-"""worker.avro_compat against the Avro rules and, above all, against what fastavro really does.
+"""worker.serde.avro_compat against the Avro rules and, above all, against what fastavro does.
 
 The cross-check: for a writer/reader pair, "no problems" must mean that fastavro's
 schemaless_reader(writer, reader) decodes records written with the writer, and each problem must
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.avro_compat import InvalidSchema, Problem, find_problems, reader_problems
+from worker.serde.avro_compat import InvalidSchema, Problem, find_problems, reader_problems
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 CHARGE_EVENT: dict[str, Any] = json.loads((SCHEMAS / "charge_event.avsc").read_text())

@@ -1,4 +1,4 @@
-"""worker.schema_registry, and confluent-kafka's own clients, against a test schema registry."""
+"""worker.serde.schema_registry and confluent-kafka's own clients against a test schema registry."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from rules.model import ChargeEvent
 from tests.schema_registry_server import SchemaRegistryServer, Stored
-from worker.sample import generate_events
-from worker.schema_registry import (
+from worker.offline.sample import generate_events
+from worker.serde.schema_registry import (
     RecordSchemaError,
     RegistryAuthError,
     RegistryConfigError,
@@ -500,7 +500,7 @@ def test_id_for_refused_registration(
 def test_check_reader(
     server: SchemaRegistryServer, registry: SchemaRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="worker.schema_registry"):
+    with caplog.at_level(logging.INFO, logger="worker.serde.schema_registry"):
         assert registry.check_reader(INPUT, EVENT) == []
     assert "nothing to check" in caplog.text
     client = SchemaRegistryClient({"url": server.url})

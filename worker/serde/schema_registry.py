@@ -45,8 +45,8 @@ from confluent_kafka.schema_registry import (
 )
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from worker.avro_compat import InvalidSchema, reader_problems
-from worker.logs import fields
+from worker.observability.logs import fields
+from worker.serde.avro_compat import InvalidSchema, reader_problems
 
 log = logging.getLogger(__name__)
 
