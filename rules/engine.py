@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from rules.model import ChargeEvent, Correction, DecisionStatus, Hold
+import msgspec
+
+from rules.charge import Charge, Correction, Hold
+from rules.model import DecisionStatus
 from rules.pack import RulePack
 from rules.traction import (
     EVERY_LINE_HOLDS,
@@ -15,11 +17,10 @@ from rules.traction import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True, gc=False):
     """A charge's decision before it is versioned and published."""
 
-    billed: ChargeEvent  # the line as it should be billed, corrections applied
+    billed: Charge  # the line as it should be billed, corrections applied
     corrections: tuple[Correction, ...]
     holds: tuple[Hold, ...]
 
@@ -32,7 +33,7 @@ class Verdict:
         return DecisionStatus.ACCEPTED
 
 
-def decide_visit(lines: Iterable[ChargeEvent], pack: RulePack) -> dict[str, Verdict]:
+def decide_visit(lines: Iterable[Charge], pack: RulePack) -> dict[str, Verdict]:
     """Decide every line of a visit. Pure: depends on the set of lines and the pack only."""
     visit = VisitContext.of(list(lines), pack)
     return {line.charge_id: _decide_line(line, visit) for line in visit.lines}
@@ -44,7 +45,7 @@ _LINE_HOLDS = tuple(rule for _, rule in EVERY_LINE_HOLDS)
 _TRACTION_HOLDS = _LINE_HOLDS + tuple(rule for _, rule in TRACTION_HOLDS)
 
 
-def _decide_line(line: ChargeEvent, visit: VisitContext) -> Verdict:
+def _decide_line(line: Charge, visit: VisitContext) -> Verdict:
     corrections: list[Correction] = []
     if line.cpt_code == visit.pack.traction_code:
         for fix in _FIXES:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rules.model import Documentation, PlanType, RulePackRef
+from rules.charge import RulePackRef
+from rules.model import Documentation, PlanType
 from rules.ncci import MueLimit, NcciFileError, PtpEdits, load_mue
 
 DEFAULT_PACKS_DIR = Path(__file__).parent / "packs"

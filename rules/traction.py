@@ -13,15 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from msgspec.structs import replace
+
+from rules.charge import Charge, Correction, Hold
 from rules.codes import is_icd10, is_modifier, is_procedure_code, normalize_icd10
-from rules.model import (
-    ChargeEvent,
-    Correction,
-    Hold,
-    PerformedBy,
-    Specialty,
-    TractionMethod,
-)
+from rules.model import PerformedBy, Specialty, TractionMethod
 from rules.ncci import in_force
 from rules.pack import RulePack
 
@@ -32,11 +28,11 @@ class VisitContext:
 
     date_of_service: dt.date
     pack: RulePack
-    lines: tuple[ChargeEvent, ...]  # ordered by (occurred_at, charge_id): arrival order-free
+    lines: tuple[Charge, ...]  # ordered by (occurred_at, charge_id): arrival order-free
     ids_by_code: dict[str, tuple[str, ...]]
 
     @classmethod
-    def of(cls, lines: list[ChargeEvent], pack: RulePack) -> VisitContext:
+    def of(cls, lines: list[Charge], pack: RulePack) -> VisitContext:
         ordered = tuple(sorted(lines, key=lambda c: (c.occurred_at, c.charge_id)))
         ids_by_code: dict[str, list[str]] = {}
         for line in ordered:
@@ -48,17 +44,17 @@ class VisitContext:
             ids_by_code={code: tuple(ids) for code, ids in ids_by_code.items()},
         )
 
-    def others_with(self, codes: frozenset[str] | tuple[str, ...], line: ChargeEvent) -> list[str]:
+    def others_with(self, codes: frozenset[str] | tuple[str, ...], line: Charge) -> list[str]:
         """Sorted ids of the other lines of the visit billed with any of `codes`."""
         found = [cid for code in codes for cid in self.ids_by_code.get(code, ())]
         return sorted(cid for cid in found if cid != line.charge_id)
 
-    def line(self, charge_id: str) -> ChargeEvent:
+    def line(self, charge_id: str) -> Charge:
         return next(c for c in self.lines if c.charge_id == charge_id)
 
 
-CorrectionRule = Callable[[ChargeEvent, VisitContext], tuple[ChargeEvent, Correction] | None]
-HoldRule = Callable[[ChargeEvent, VisitContext], Hold | None]
+CorrectionRule = Callable[[Charge, VisitContext], tuple[Charge, Correction] | None]
+HoldRule = Callable[[Charge, VisitContext], Hold | None]
 
 # Registries in evaluation order. Corrections run first, in order (GP is appended before GY);
 # holds then judge the corrected line, so TOO_MANY_MODIFIERS counts what would be billed.
@@ -88,11 +84,11 @@ def _hold(rule_id: str, message: str, related: list[str] | tuple[str, ...] = ())
 
 
 def _append_modifier(
-    line: ChargeEvent, rule_id: str, modifier: str, why: str
-) -> tuple[ChargeEvent, Correction]:
+    line: Charge, rule_id: str, modifier: str, why: str
+) -> tuple[Charge, Correction]:
     before = line.modifiers
     after = (*before, modifier)
-    fixed = line.model_copy(update={"modifiers": after})
+    fixed = replace(line, modifiers=after)
     return fixed, Correction(
         rule_id=rule_id,
         field="modifiers",
@@ -106,11 +102,11 @@ def _append_modifier(
 
 
 @correction("TRACTION_UNITS")
-def traction_units(line: ChargeEvent, visit: VisitContext) -> tuple[ChargeEvent, Correction] | None:
+def traction_units(line: Charge, visit: VisitContext) -> tuple[Charge, Correction] | None:
     cap = visit.pack.traction_max_units
     if line.units <= cap:
         return None
-    fixed = line.model_copy(update={"units": cap})
+    fixed = replace(line, units=cap)
     return fixed, Correction(
         rule_id="TRACTION_UNITS",
         field="units",
@@ -124,7 +120,7 @@ def traction_units(line: ChargeEvent, visit: VisitContext) -> tuple[ChargeEvent,
 
 
 @correction("GP_REQUIRED")
-def gp_required(line: ChargeEvent, visit: VisitContext) -> tuple[ChargeEvent, Correction] | None:
+def gp_required(line: Charge, visit: VisitContext) -> tuple[Charge, Correction] | None:
     pack = visit.pack
     if not pack.gp_required(line.payer.plan_type, line.payer.payer_id, visit.date_of_service):
         return None
@@ -136,8 +132,8 @@ def gp_required(line: ChargeEvent, visit: VisitContext) -> tuple[ChargeEvent, Co
 
 @correction("MEDICARE_CHIROPRACTOR_NONCOVERED")
 def medicare_chiropractor_noncovered(
-    line: ChargeEvent, visit: VisitContext
-) -> tuple[ChargeEvent, Correction] | None:
+    line: Charge, visit: VisitContext
+) -> tuple[Charge, Correction] | None:
     pack = visit.pack
     if line.payer.plan_type not in pack.gy_plan_types:
         return None
@@ -157,7 +153,7 @@ def medicare_chiropractor_noncovered(
 
 
 @hold("INVALID_CHARGE", every_line=True)
-def invalid_charge(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def invalid_charge(line: Charge, visit: VisitContext) -> Hold | None:
     problems = list(_code_problems(line.cpt_code, line.modifiers, line.diagnosis_codes))
     if line.units < 1:
         problems.insert(0, f"units {line.units} < 1")
@@ -187,7 +183,7 @@ def _code_problems(
 
 
 @hold("TOO_MANY_MODIFIERS", every_line=True)
-def too_many_modifiers(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def too_many_modifiers(line: Charge, visit: VisitContext) -> Hold | None:
     cap = visit.pack.max_modifiers
     if len(line.modifiers) <= cap:
         return None
@@ -199,7 +195,7 @@ def too_many_modifiers(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("NCCI_PTP", every_line=True)
-def ncci_ptp(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def ncci_ptp(line: Charge, visit: VisitContext) -> Hold | None:
     """Official NCCI pairs loaded into the pack: the column-2 line is the one held.
 
     The edits are indexed by column-2 then column-1 code, so a line costs a probe per code of
@@ -241,7 +237,7 @@ def ncci_ptp(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("MUE_EXCEEDED", every_line=True)
-def mue_exceeded(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def mue_exceeded(line: Charge, visit: VisitContext) -> Hold | None:
     """Official MUE limits loaded into the pack (97012 itself is TRACTION_UNITS)."""
     limit = visit.pack.mue_limits.get(line.cpt_code)
     if limit is None or line.cpt_code == visit.pack.traction_code:
@@ -266,7 +262,7 @@ def mue_exceeded(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("TRACTION_DUPLICATE")
-def traction_duplicate(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def traction_duplicate(line: Charge, visit: VisitContext) -> Hold | None:
     same_day = visit.ids_by_code[line.cpt_code]  # ordered by (occurred_at, charge_id)
     standing = same_day[0]
     if standing == line.charge_id:
@@ -280,7 +276,7 @@ def traction_duplicate(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("NOT_MECHANICAL_TRACTION")
-def not_mechanical_traction(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def not_mechanical_traction(line: Charge, visit: VisitContext) -> Hold | None:
     method = line.traction.method if line.traction else None
     pack = visit.pack
     if method == TractionMethod.ROLLER_TABLE:
@@ -299,7 +295,7 @@ def not_mechanical_traction(line: ChargeEvent, visit: VisitContext) -> Hold | No
 
 
 @hold("FLEXION_DISTRACTION")
-def flexion_distraction(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def flexion_distraction(line: Charge, visit: VisitContext) -> Hold | None:
     if not line.traction or line.traction.method != TractionMethod.FLEXION_DISTRACTION:
         return None
     cmt = visit.others_with(visit.pack.cmt_codes, line)
@@ -312,7 +308,7 @@ def flexion_distraction(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("DECOMPRESSION_DEVICE")
-def decompression_device(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def decompression_device(line: Charge, visit: VisitContext) -> Hold | None:
     if not line.traction or line.traction.method != TractionMethod.DECOMPRESSION_DEVICE:
         return None
     pack = visit.pack
@@ -327,12 +323,12 @@ def decompression_device(line: ChargeEvent, visit: VisitContext) -> Hold | None:
     return _hold("DECOMPRESSION_DEVICE", text)
 
 
-def _has_distinct(pack: RulePack, lines: list[ChargeEvent]) -> bool:
+def _has_distinct(pack: RulePack, lines: list[Charge]) -> bool:
     return any(pack.distinct_modifiers.intersection(line.modifiers) for line in lines)
 
 
 @hold("DISTINCT_MODIFIER_MISSING")
-def distinct_modifier_missing(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def distinct_modifier_missing(line: Charge, visit: VisitContext) -> Hold | None:
     pack = visit.pack
     if pack.distinct_modifiers.intersection(line.modifiers):
         return None
@@ -354,7 +350,7 @@ def distinct_modifier_missing(line: ChargeEvent, visit: VisitContext) -> Hold | 
 
 
 @hold("MODIFIER_59_WITH_X")
-def modifier_59_with_x(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def modifier_59_with_x(line: Charge, visit: VisitContext) -> Hold | None:
     x = sorted(visit.pack.x_modifiers.intersection(line.modifiers))
     if "59" not in line.modifiers or not x:
         return None
@@ -365,7 +361,7 @@ def modifier_59_with_x(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("SUPERVISION_NOT_MET")
-def supervision_not_met(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def supervision_not_met(line: Charge, visit: VisitContext) -> Hold | None:
     if line.performed_by != PerformedBy.ASSISTANT or line.supervising_provider_in_suite is True:
         return None
     state = "not recorded" if line.supervising_provider_in_suite is None else "not in the suite"
@@ -377,7 +373,7 @@ def supervision_not_met(line: ChargeEvent, visit: VisitContext) -> Hold | None:
 
 
 @hold("DOCUMENTATION_INCOMPLETE")
-def documentation_incomplete(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def documentation_incomplete(line: Charge, visit: VisitContext) -> Hold | None:
     docs = line.documentation
     missing = [name for name in visit.pack.documentation_required if not getattr(docs, name)]
     if line.traction is None:
@@ -391,7 +387,7 @@ def documentation_incomplete(line: ChargeEvent, visit: VisitContext) -> Hold | N
 
 
 @hold("DIAGNOSIS_NOT_SUPPORTING")
-def diagnosis_not_supporting(line: ChargeEvent, visit: VisitContext) -> Hold | None:
+def diagnosis_not_supporting(line: Charge, visit: VisitContext) -> Hold | None:
     day, pack = visit.date_of_service, visit.pack
     if any(pack.supporting(normalize_icd10(code), day) for code in line.diagnosis_codes):
         return None

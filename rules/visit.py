@@ -12,18 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
+import msgspec
+from msgspec.structs import astuple, replace
+
+from rules.charge import Charge, Decision, DecisionSource
 from rules.engine import Verdict, decide_visit
-from rules.model import (
-    ChargeDecision,
-    ChargeEvent,
-    DecisionSource,
-    DecisionStatus,
-    EventType,
-)
+from rules.model import DecisionStatus, EventType
 from rules.pack import PackSet, RulePack
 
 
@@ -43,80 +40,112 @@ class VisitKey(NamedTuple):
     date_of_service: dt.date
 
     @classmethod
-    def of(cls, event: ChargeEvent) -> VisitKey:
+    def of(cls, event: Charge) -> VisitKey:
         return cls(event.patient_id, event.date_of_service)
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(NamedTuple):
     """What a visit remembers of the last decision it published for a charge."""
 
     version: int
     status: DecisionStatus
     ledger: Ledger
-    fingerprint: str
+    fingerprint: int  # 64-bit digest of what the decision says (0: VOIDED)
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
+class Publication(NamedTuple):
+    """A change of a charge's decision: the new decision, on its ledger, and what the charge
+    had published before it (None: nothing yet)."""
+
     ledger: Ledger
-    decision: ChargeDecision
+    decision: Decision
+    before: Published | None
 
 
-def table_rank(decision: ChargeDecision) -> tuple[int, int]:
+def retraction(before: Published | None, latest: Publication) -> Publication | None:
+    """The RETRACTED record owed to the ledger a charge leaves, carrying the version of the
+    decision that replaces it: when `latest` is on another ledger than what was last emitted
+    (`before`). After a VOIDED there is nothing left there to retract."""
+    if before is None or before.ledger == latest.ledger or before.status == DecisionStatus.VOIDED:
+        return None
+    return Publication(before.ledger, _retract(latest.decision, DecisionStatus.RETRACTED), None)
+
+
+def emitted(publications: Iterable[Publication]) -> list[Publication]:
+    """The records written if each change is emitted at once (one event, one transaction):
+    each decision, preceded by the RETRACTED it owes."""
+    out: list[Publication] = []
+    for publication in publications:
+        retracted = retraction(publication.before, publication)
+        if retracted is not None:
+            out.append(retracted)
+        out.append(publication)
+    return out
+
+
+class _Ranked(Protocol):
+    @property
+    def decision_version(self) -> int: ...
+    @property
+    def status(self) -> DecisionStatus: ...
+
+
+def table_rank(decision: _Ranked) -> tuple[int, int]:
     """Order of a charge's records for a table reader (docs/data-flow.md): the highest
     decision_version wins; on a tie the decision beats the RETRACTED record of the ledger it
     left, so the table is right whatever order the two topics are read in."""
     return (decision.decision_version, 0 if decision.status == DecisionStatus.RETRACTED else 1)
 
 
-def _wins(new: ChargeEvent, current: ChargeEvent | None) -> bool:
+def _wins(new: Charge, current: Charge | None) -> bool:
     return current is None or (new.occurred_at, new.event_id) > (
         current.occurred_at,
         current.event_id,
     )
 
 
-_VOLATILE = {"event_id", "occurred_at"}
+_encode = msgspec.msgpack.encode
+_EVENT_ID, _OCCURRED_AT = 0, 2  # positions in Charge's field order
 
 
-def content_digest(event: ChargeEvent) -> bytes:
+def content_digest(event: Charge) -> bytes:
     """Digest of what a charge line says, leaving out the event's own id and capture time:
     a re-sent, unchanged line is not a new decision."""
-    raw = type(event).__pydantic_serializer__.to_json(event, exclude=_VOLATILE)
-    return hashlib.blake2b(raw, digest_size=12).digest()
+    fields = astuple(event)
+    what = fields[_EVENT_ID + 1 : _OCCURRED_AT] + fields[_OCCURRED_AT + 1 :]
+    return hashlib.blake2b(_encode(what), digest_size=12).digest()
 
 
-def fingerprint(verdict: Verdict, source_digest: bytes) -> str:
+def fingerprint(verdict: Verdict, source_digest: bytes) -> int:
     """A stable digest of what a decision says, so restored state compares across processes.
 
     The billed line is its source event with the corrections applied, so the source event's
     content digest plus the findings stand for it without serializing the line again.
     """
-    digest = hashlib.blake2b(source_digest, digest_size=12)
-    digest.update(verdict.status.value.encode())
-    for finding in (*verdict.corrections, *verdict.holds):
-        digest.update(type(finding).__pydantic_serializer__.to_json(finding))
-    return digest.hexdigest()
+    digest = hashlib.blake2b(source_digest, digest_size=8)
+    digest.update(_encode((verdict.status, verdict.corrections, verdict.holds)))
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-@dataclass(slots=True)
 class Visit:
-    key: VisitKey
-    charges: dict[str, ChargeEvent] = field(default_factory=dict)  # winning event per charge
-    seen_event_ids: set[str] = field(default_factory=set)
-    published: dict[str, Published] = field(default_factory=dict)
-    # charge_id -> (event_id, content digest) of its winning event; derived, never persisted.
-    _digests: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+    """One patient on one date of service: each charge's winning event and last decision."""
+
+    __slots__ = ("charges", "key", "published")
+
+    def __init__(
+        self,
+        key: VisitKey,
+        charges: dict[str, Charge] | None = None,
+        published: dict[str, Published] | None = None,
+    ) -> None:
+        self.key = key
+        self.charges: dict[str, Charge] = charges if charges is not None else {}
+        self.published: dict[str, Published] = published if published is not None else {}
 
     def _source_digest(self, charge_id: str) -> bytes:
-        event = self.charges[charge_id]
-        cached = self._digests.get(charge_id)
-        if cached is None or cached[0] != event.event_id:
-            cached = self._digests[charge_id] = (event.event_id, content_digest(event))
-        return cached[1]
+        return content_digest(self.charges[charge_id])
 
-    def active_lines(self) -> list[ChargeEvent]:
+    def active_lines(self) -> list[Charge]:
         return [c for c in self.charges.values() if c.event_type == EventType.UPSERT]
 
     def decide(self, pack: RulePack) -> dict[str, Verdict]:
@@ -154,13 +183,8 @@ class Visit:
         version = before.version + 1 if before else 1
         status, ledger = verdict.status, Ledger.of(verdict.status)
         decision = _decision(self.key, verdict, status, version, pack, source, flags)
-        moved = before is not None and before.ledger != ledger
-        if moved and before is not None and before.status != DecisionStatus.VOIDED:
-            # The ledger it leaves gets a RETRACTED with the version that replaces it; after a
-            # VOIDED there is nothing left there to retract.
-            yield Publication(before.ledger, _retract(decision, DecisionStatus.RETRACTED))
         self.published[charge_id] = Published(version, status, ledger, digest)
-        yield Publication(ledger, decision)
+        yield Publication(ledger, decision, before)
 
     def _void(
         self,
@@ -178,8 +202,8 @@ class Visit:
         version = before.version + 1 if before else 1
         voided = Verdict(billed=self.charges[charge_id], corrections=(), holds=())
         decision = _decision(self.key, voided, DecisionStatus.VOIDED, version, pack, source, flags)
-        self.published[charge_id] = Published(version, DecisionStatus.VOIDED, ledger, "")
-        yield Publication(ledger, decision)
+        self.published[charge_id] = Published(version, DecisionStatus.VOIDED, ledger, 0)
+        yield Publication(ledger, decision, before)
 
 
 def _decision(
@@ -190,9 +214,8 @@ def _decision(
     pack: RulePack,
     source: DecisionSource,
     flags: tuple[str, ...],
-) -> ChargeDecision:
-    # Every part is already a validated model: construct without validating again.
-    return ChargeDecision.model_construct(
+) -> Decision:
+    return Decision(
         charge_id=verdict.billed.charge_id,
         patient_id=key.patient_id,
         date_of_service=key.date_of_service,
@@ -207,9 +230,9 @@ def _decision(
     )
 
 
-def _retract(replacement: ChargeDecision, status: DecisionStatus) -> ChargeDecision:
+def _retract(replacement: Decision, status: DecisionStatus) -> Decision:
     """The record for the ledger a charge leaves: same version as the decision replacing it."""
-    return replacement.model_copy(update={"status": status, "corrections": (), "holds": ()})
+    return replace(replacement, status=status, corrections=(), holds=())
 
 
 class VisitBook:
@@ -236,12 +259,10 @@ class VisitBook:
                     del self.home[charge_id]
         return visit
 
-    def apply(self, event: ChargeEvent) -> list[VisitKey]:
+    def apply(self, event: Charge) -> list[VisitKey]:
         """Fold one event in; return the visits whose charges changed (to decide again)."""
         key = VisitKey.of(event)
-        visit = self.visits.get(key)
-        if visit is not None and event.event_id in visit.seen_event_ids:
-            return []
+        # A redelivered event is no winner: it equals or precedes the charge's winning event.
         home_key = self.home.get(event.charge_id, key)
         home = self.visits.get(home_key)
         current = home.charges.get(event.charge_id) if home else None
@@ -249,9 +270,9 @@ class VisitBook:
             # Nothing is recorded for a losing event: it loses again if redelivered, and state
             # that only memory held would make a restored worker decide differently.
             return []
+        visit = self.visits.get(key)
         if visit is None:
             visit = self.visits[key] = Visit(key)
-        visit.seen_event_ids.add(event.event_id)
         visit.charges[event.charge_id] = event
         self.home[event.charge_id] = key
         if home is None or home_key == key:
@@ -264,11 +285,11 @@ class VisitBook:
 
 
 class FinalDecision(NamedTuple):
-    charge: ChargeEvent  # the charge's winning event
+    charge: Charge  # the charge's winning event
     verdict: Verdict | None  # None: voided
 
 
-def decide_events(events: Iterable[ChargeEvent], packs: PackSet) -> dict[str, FinalDecision]:
+def decide_events(events: Iterable[Charge], packs: PackSet) -> dict[str, FinalDecision]:
     """Final decision per charge for a sequence of events, folded in order.
 
     Decisions depend only on each visit's final set of charges, so deciding every visit once

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from msgspec.structs import asdict as to_dict
+
+from rules.charge import Charge, charge_from_dict
 from rules.model import ChargeEvent
 
 DOS = dt.date(2026, 3, 2)
@@ -51,11 +54,27 @@ def event_dict(**overrides: Any) -> dict[str, Any]:
     return base
 
 
-def charge(**overrides: Any) -> ChargeEvent:
-    return ChargeEvent.model_validate(event_dict(**overrides))
+def charge(**overrides: Any) -> Charge:
+    """A validated Charge, as the worker's edge makes one."""
+    return charge_from_dict(event_dict(**overrides))
 
 
-def other_line(code: str, charge_id: str, **overrides: Any) -> ChargeEvent:
+def avro_fields(**overrides: Any) -> dict[str, Any]:
+    """The event as fastavro writes it (Python dates and times), through the pydantic model."""
+    return ChargeEvent.model_validate(event_dict(**overrides)).model_dump()
+
+
+def lean(event: ChargeEvent) -> Charge:
+    """The pydantic contract model of an event (e.g. read back from a topic) as a Charge."""
+    return charge_from_dict(event.model_dump())
+
+
+def findings(items: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Corrections or holds, pydantic or lean, as plain dicts to compare."""
+    return [i.model_dump() if hasattr(i, "model_dump") else to_dict(i) for i in items]
+
+
+def other_line(code: str, charge_id: str, **overrides: Any) -> Charge:
     """A non-traction line of the same visit."""
     return charge(charge_id=charge_id, cpt_code=code, traction=None, **overrides)
 

@@ -22,7 +22,7 @@ from kafka.structs import TopicPartition
 from rules.model import ChargeEvent
 from rules.visit import VisitKey
 from tests.brokers import BrokerInfo
-from tests.factories import charge, other_line
+from tests.factories import avro_fields, charge, other_line
 from tests.helpers import stop_process, wait_until
 from tests.worker_harness import config_flags, isolated_config
 from worker.config import WorkerConfig
@@ -131,7 +131,7 @@ def _produce(config: WorkerConfig, events: list[ChargeEvent]) -> dict[TopicParti
             )
         someone = events[0].patient_id.encode()
         valid = codec.encode_event(charge(charge_id="C-LOGS-BAD", patient_id="P77000002"))
-        no_patient = {**charge(charge_id="C-LOGS-NOPAT", patient_id="P77000003").model_dump()}
+        no_patient = avro_fields(charge_id="C-LOGS-NOPAT", patient_id="P77000003")
         no_patient["patient_id"] = ""  # schema-valid, fails validation
         bad_records = [
             (someone, b"\x00\x00"),  # DECODE: shorter than the header

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rules.charge import Charge
 from rules.engine import Verdict, decide_visit
-from rules.model import ChargeEvent
 from rules.ncci import NcciFileError, PtpEdit, PtpEdits, load_mue, load_ptp
 from rules.pack import PackNotInForce, load_packs
 from tests.factories import DOS, charge, other_line
@@ -43,7 +43,7 @@ def test_file_without_header_is_rejected(tmp_path: Path) -> None:
         load_ptp(bad)
 
 
-def _decide(*lines: ChargeEvent) -> dict[str, Verdict]:
+def _decide(*lines: Charge) -> dict[str, Verdict]:
     return decide_visit(lines, NCCI_PACKS.for_date(lines[0].date_of_service))
 
 

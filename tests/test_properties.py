@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rules.charge import Charge, charge_from_dict
 from rules.engine import Verdict
-from rules.model import ChargeEvent
 from rules.pack import load_packs
 from rules.visit import VisitBook, decide_events
 from tests.factories import event_dict
@@ -26,9 +26,9 @@ METHODS = ["MECHANICAL_DEVICE", "ROLLER_TABLE", "FLEXION_DISTRACTION", "DECOMPRE
 
 
 @st.composite
-def visit_events(draw: st.DrawFn) -> list[ChargeEvent]:
+def visit_events(draw: st.DrawFn) -> list[Charge]:
     """Events of 1-3 visits: several charges, re-upserts, voids and redeliveries."""
-    events: list[ChargeEvent] = []
+    events: list[Charge] = []
     n_charges = draw(st.integers(1, 5))
     for number in range(n_charges):
         for version in range(draw(st.integers(1, 3))):
@@ -47,20 +47,18 @@ def visit_events(draw: st.DrawFn) -> list[ChargeEvent]:
                 "payer": draw(st.sampled_from(PAYERS)),
                 "traction": {"method": draw(st.sampled_from(METHODS))} if code == "97012" else None,
             }
-            events.append(ChargeEvent.model_validate(event_dict(**fields)))
+            events.append(charge_from_dict(event_dict(**fields)))
     redelivered = draw(st.lists(st.sampled_from(events), max_size=3))
     return events + redelivered
 
 
-def final(events: list[ChargeEvent]) -> dict[str, Verdict | None]:
+def final(events: list[Charge]) -> dict[str, Verdict | None]:
     return {cid: d.verdict for cid, d in decide_events(events, PACKS).items()}
 
 
 @settings(max_examples=150, deadline=None)
 @given(visit_events(), st.randoms(use_true_random=False))
-def test_every_arrival_order_gives_the_same_final_decisions(
-    events: list[ChargeEvent], rnd: Any
-) -> None:
+def test_every_arrival_order_gives_the_same_final_decisions(events: list[Charge], rnd: Any) -> None:
     shuffled = list(events)
     rnd.shuffle(shuffled)
     assert final(shuffled) == final(events)
@@ -68,7 +66,7 @@ def test_every_arrival_order_gives_the_same_final_decisions(
 
 @settings(max_examples=100, deadline=None)
 @given(visit_events(), st.data())
-def test_replaying_any_event_twice_changes_nothing(events: list[ChargeEvent], data: Any) -> None:
+def test_replaying_any_event_twice_changes_nothing(events: list[Charge], data: Any) -> None:
     again = data.draw(st.sampled_from(events))
     position = data.draw(st.integers(0, len(events)))
     assert final([*events[:position], again, *events[position:]]) == final(events)
@@ -76,15 +74,13 @@ def test_replaying_any_event_twice_changes_nothing(events: list[ChargeEvent], da
 
 @settings(max_examples=60, deadline=None)
 @given(visit_events(), st.randoms(use_true_random=False))
-def test_streamed_publications_end_at_the_batch_decision(
-    events: list[ChargeEvent], rnd: Any
-) -> None:
+def test_streamed_publications_end_at_the_batch_decision(events: list[Charge], rnd: Any) -> None:
     """The worker's per-event path ends where deciding the final set once ends."""
     shuffled = list(events)
     rnd.shuffle(shuffled)
     book = VisitBook()
     latest: dict[str, tuple[int, str]] = {}
-    from rules.model import DecisionSource
+    from rules.charge import DecisionSource
 
     for offset, event in enumerate(shuffled):
         src = DecisionSource(topic="t", partition=0, offset=offset, event_id=event.event_id)
@@ -100,8 +96,8 @@ def test_streamed_publications_end_at_the_batch_decision(
 
 def test_decisions_do_not_depend_on_wall_clock(monkeypatch: Any) -> None:
     events = [
-        ChargeEvent.model_validate(event_dict(units=2)),
-        ChargeEvent.model_validate(event_dict(charge_id="C2", cpt_code="97140")),
+        charge_from_dict(event_dict(units=2)),
+        charge_from_dict(event_dict(charge_id="C2", cpt_code="97140")),
     ]
     before = final(events)
 

@@ -6,15 +6,16 @@ import datetime as dt
 
 import pytest
 
+from rules.charge import Charge
 from rules.engine import Verdict, decide_visit
-from rules.model import ChargeEvent, DecisionStatus
+from rules.model import DecisionStatus
 from rules.pack import PackSet, load_packs
 from tests.factories import CHIROPRACTOR, MEDICARE, charge, other_line
 
 PACKS = load_packs()
 
 
-def decide(*lines: ChargeEvent) -> dict[str, Verdict]:
+def decide(*lines: Charge) -> dict[str, Verdict]:
     return decide_visit(lines, PACKS.for_date(lines[0].date_of_service))
 
 

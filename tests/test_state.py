@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
-from rules.model import ChargeEvent, DecisionSource, DecisionStatus, ErrorKind
+from rules.charge import Charge, DecisionSource, ValidationError
+from rules.model import DecisionStatus, ErrorKind
 from rules.pack import PackSet, load_packs
-from rules.visit import Publication, VisitKey
+from rules.visit import Publication, VisitKey, emitted
 from tests.factories import charge, other_line
 from worker.errors import TopicLayoutError, UndecidableRecord
-from worker.state.changelog import META_KEY, decode_visit, encode_visit
+from worker.state.changelog import META_KEY, VISIT_FORMAT, default_visit_codec
 from worker.state.store import EXPIRED_FLAG, PartitionState
 
 PACKS: PackSet = load_packs()
@@ -23,10 +24,16 @@ def _source(offset: int, event_id: str) -> DecisionSource:
     return DecisionSource(topic="charges.captured", partition=0, offset=offset, event_id=event_id)
 
 
-def _fold(state: PartitionState, events: list[ChargeEvent]) -> list[Publication]:
+def _emit(state: PartitionState, *args: Any, **kwargs: Any) -> list[Publication]:
+    """What deciding one event emits on its own (each event its own batch)."""
+    return emitted(state.decide(*args, **kwargs))
+
+
+def _fold(state: PartitionState, events: list[Charge]) -> list[Publication]:
+    """The records the events emit, each event its own batch."""
     out: list[Publication] = []
     for offset, event in enumerate(events):
-        out += state.decide(event, _source(offset, event.event_id), PACKS)
+        out += _emit(state, event, _source(offset, event.event_id), PACKS)
     return out
 
 
@@ -41,11 +48,13 @@ def test_a_visit_round_trips_through_its_changelog_record() -> None:
     state = PartitionState(0, RETENTION)
     _fold(state, [charge(units=3), other_line("98941", "C2", event_id="E-C2")])
     (visit,) = state.book.visits.values()
-    again = decode_visit(visit.key, encode_visit(visit))
-    assert again.charges == visit.charges
-    assert again.seen_event_ids == visit.seen_event_ids == {"E-C1", "E-C2"}
+    codec = default_visit_codec()
+    raw = codec.encode(visit)
+    assert raw[0] == VISIT_FORMAT  # the format byte
+    again = codec.decode(visit.key, raw)
+    assert again.charges == visit.charges and set(again.charges) == {"C1", "C2"}
     assert again.published == visit.published
-    assert encode_visit(again) == encode_visit(visit)  # the same visit writes the same bytes
+    assert codec.encode(again) == raw  # the same visit writes the same bytes
 
 
 def test_restored_state_decides_the_next_event_as_the_original_would() -> None:
@@ -54,8 +63,8 @@ def test_restored_state_decides_the_next_event_as_the_original_would() -> None:
     restored = _restored(state)
     assert restored.watermark == state.watermark
     late_cmt = other_line("98941", "C2", event_id="E-C2")
-    original = state.decide(late_cmt, _source(1, "E-C2"), PACKS)
-    rebuilt = restored.decide(late_cmt, _source(1, "E-C2"), PACKS)
+    original = _emit(state, late_cmt, _source(1, "E-C2"), PACKS)
+    rebuilt = _emit(restored, late_cmt, _source(1, "E-C2"), PACKS)
     assert [p.decision for p in rebuilt] == [p.decision for p in original]
     # the traction line moves to review: RETRACTED + HELD, version 2, after restoration too
     statuses = [
@@ -126,21 +135,24 @@ def _expired_march_visit() -> PartitionState:
 
 def test_events_for_an_expired_visit_continue_the_charges_versions() -> None:
     state = _expired_march_visit()
-    first = state.decide(
-        charge(event_id="E3", **_at("2026-04-16T10:00:00.100Z")), _source(3, "E3"), PACKS
+    first = _emit(
+        state, charge(event_id="E3", **_at("2026-04-16T10:00:00.100Z")), _source(3, "E3"), PACKS
     )
-    second = state.decide(
-        charge(event_id="E4", units=2, **_at("2026-04-16T10:00:00.900Z")), _source(4, "E4"), PACKS
+    second = _emit(
+        state,
+        charge(event_id="E4", units=2, **_at("2026-04-16T10:00:00.900Z")),
+        _source(4, "E4"),
+        PACKS,
     )
     assert _decisions(first) == [("C1", DecisionStatus.ACCEPTED, 3, "corrected")]
     assert _decisions(second) == [("C1", DecisionStatus.CORRECTED, 4, "corrected")]
     assert all(EXPIRED_FLAG in p.decision.flags for p in (*first, *second))
     # the same event again (a retry at another offset) changes nothing
     again = charge(event_id="E4", units=2, **_at("2026-04-16T10:00:00.900Z"))
-    assert state.decide(again, _source(5, "E4"), PACKS) == []
+    assert _emit(state, again, _source(5, "E4"), PACKS) == []
     # an event older than the one the last decision came from changes nothing either
     stale = charge(event_id="E0", units=5, **_at(f"{MARCH}T14:00:00Z"))
-    assert state.decide(stale, _source(6, "E0"), PACKS) == []
+    assert _emit(state, stale, _source(6, "E0"), PACKS) == []
 
 
 def test_a_held_charge_released_after_expiry_is_retracted_from_review() -> None:
@@ -149,7 +161,7 @@ def test_a_held_charge_released_after_expiry_is_retracted_from_review() -> None:
     assert _decisions(_fold(state, [undocumented])) == [("C1", DecisionStatus.HELD, 1, "held")]
     _advance(state, "2026-05-01")
     fixed = charge(event_id="E2", **_at("2026-05-02T09:00:00Z"))
-    assert _decisions(state.decide(fixed, _source(9, "E2"), PACKS)) == [
+    assert _decisions(_emit(state, fixed, _source(9, "E2"), PACKS)) == [
         ("C1", DecisionStatus.RETRACTED, 2, "held"),
         ("C1", DecisionStatus.ACCEPTED, 2, "corrected"),
     ]
@@ -162,7 +174,7 @@ def test_a_charge_moved_out_of_an_expired_visit_keeps_counting_swept_or_not() ->
         state = _expired_march_visit()
         if swept:
             state.sweep()
-        outcomes.append(_decisions(state.decide(moved, _source(5, "E5"), PACKS)))
+        outcomes.append(_decisions(_emit(state, moved, _source(5, "E5"), PACKS)))
     assert outcomes[0] == outcomes[1] == [("C1", DecisionStatus.ACCEPTED, 3, "corrected")]
 
 
@@ -173,8 +185,8 @@ def test_retired_charges_survive_restoration() -> None:
     restored = _restored(state)
     assert restored.retired == state.retired
     late = charge(event_id="E3", units=4, **_at("2026-04-16T10:00:00Z"))
-    assert [p.decision for p in restored.decide(late, _source(3, "E3"), PACKS)] == [
-        p.decision for p in state.decide(late, _source(3, "E3"), PACKS)
+    assert [p.decision for p in _emit(restored, late, _source(3, "E3"), PACKS)] == [
+        p.decision for p in _emit(state, late, _source(3, "E3"), PACKS)
     ]
 
 
@@ -182,7 +194,7 @@ def test_a_date_of_service_beyond_the_version_memory_is_undecidable() -> None:
     state = PartitionState(0, RETENTION, version_memory=dt.timedelta(days=400))
     _advance(state, "2027-06-01")
     with pytest.raises(UndecidableRecord) as caught:
-        state.decide(charge(event_id="E1"), _source(1, "E1"), PACKS)
+        _emit(state, charge(event_id="E1"), _source(1, "E1"), PACKS)
     assert caught.value.kind == ErrorKind.VALIDATION
     assert "400 days" in caught.value.message
 
@@ -199,10 +211,10 @@ def test_an_occurred_at_after_its_record_was_produced_is_dead_lettered() -> None
     typo = charge(charge_id="C2", event_id="E2", patient_id="P2", **_at("2099-03-02T15:00:00Z"))
     captured = dt.datetime(2026, 3, 2, 16, 0, tzinfo=dt.UTC)
     with pytest.raises(UndecidableRecord, match="occurred_at is more than a day after"):
-        state.decide(typo, _source(2, "E2"), PACKS, record_time=captured)
+        _emit(state, typo, _source(2, "E2"), PACKS, record_time=captured)
     assert state.watermark == before and "C2" not in state.book.home
     skewed = charge(charge_id="C3", event_id="E3", **_at("2026-03-03T12:00:00Z"))
-    assert state.decide(skewed, _source(3, "E3"), PACKS, record_time=captured) != []
+    assert _emit(state, skewed, _source(3, "E3"), PACKS, record_time=captured) != []
 
 
 def test_dates_at_the_end_of_the_calendar_are_decided_not_crashed_on() -> None:
@@ -210,13 +222,13 @@ def test_dates_at_the_end_of_the_calendar_are_decided_not_crashed_on() -> None:
     state = PartitionState(0, RETENTION)
     _fold(state, [charge(event_id="E1")])
     placeholder = charge(charge_id="C2", event_id="E2", date_of_service="9999-12-31")
-    (decision,) = [p.decision for p in state.decide(placeholder, _source(2, "E2"), PACKS)]
+    (decision,) = [p.decision for p in _emit(state, placeholder, _source(2, "E2"), PACKS)]
     assert decision.status == DecisionStatus.HELD  # INVALID_CHARGE: after the capture time
     state.sweep()
     # captured "at the end of time": event time jumps there, and March is beyond any memory
     late = charge(charge_id="C3", event_id="E3", **_at("9999-12-31T23:00:00Z"))
     with pytest.raises(UndecidableRecord, match="date of service is more than"):
-        state.decide(late, _source(3, "E3"), PACKS, record_time=None)
+        _emit(state, late, _source(3, "E3"), PACKS, record_time=None)
     state.sweep()
     assert [w.key for w in state.take_writes()][-1] == META_KEY
 
@@ -229,7 +241,7 @@ def test_only_the_expired_visit_is_flagged_when_a_charge_moves_into_it() -> None
     _fold(state, [charge(charge_id="C6", event_id="E6", **duplicate)])  # HELD: TRACTION_DUPLICATE
     back = charge(charge_id="C5", event_id="E7", **_at("2026-04-15T14:00:00Z"))  # to March
     by_day: dict[str, list[tuple[str, bool]]] = {}
-    for p in state.decide(back, _source(7, "E7"), PACKS):
+    for p in _emit(state, back, _source(7, "E7"), PACKS):
         day = p.decision.date_of_service.isoformat()
         by_day.setdefault(day, []).append((p.decision.status.value, bool(p.decision.flags)))
     assert by_day["2026-03-02"] == [("ACCEPTED", True)]
@@ -242,7 +254,7 @@ def test_a_rekeyed_event_does_not_move_event_time() -> None:
     _fold(state, [charge(event_id="E1")])
     before = state.watermark
     late = charge(charge_id="C2", event_id="E2", patient_id="P2", **_at("2026-06-01T00:00:00Z"))
-    assert state.decide(late, _source(2, "E2"), PACKS, rekeyed=True) != []
+    assert _emit(state, late, _source(2, "E2"), PACKS, rekeyed=True) != []
     assert state.watermark == before
 
 
@@ -256,7 +268,7 @@ def test_a_charge_captured_before_its_date_of_service_is_remembered_from_that_da
     state.sweep()
     assert set(state.retired) == {"C1"}
     fixed = charge(event_id="E2", **_at("2026-04-09T09:00:00Z"))
-    assert _decisions(state.decide(fixed, _source(9, "E2"), PACKS)) == [
+    assert _decisions(_emit(state, fixed, _source(9, "E2"), PACKS)) == [
         ("C1", DecisionStatus.RETRACTED, 2, "held"),
         ("C1", DecisionStatus.ACCEPTED, 2, "corrected"),
     ]
@@ -293,9 +305,10 @@ def test_an_event_that_loses_to_the_current_one_leaves_no_state_behind() -> None
     state = PartitionState(0, RETENTION)
     _fold(state, [charge(event_id="E2", **_at(f"{MARCH}T16:00:00Z"))])
     older = charge(event_id="E1", date_of_service="2026-03-03", **_at(f"{MARCH}T15:00:00Z"))
-    assert state.decide(older, _source(1, "E1"), PACKS) == []
+    assert _emit(state, older, _source(1, "E1"), PACKS) == []
     assert list(state.book.visits) == [VisitKey("P00000001", dt.date(2026, 3, 2))]
-    assert state.book.visits[VisitKey("P00000001", dt.date(2026, 3, 2))].seen_event_ids == {"E2"}
+    visit = state.book.visits[VisitKey("P00000001", dt.date(2026, 3, 2))]
+    assert [c.event_id for c in visit.charges.values()] == ["E2"]
 
 
 def test_a_date_of_service_before_every_rule_pack_is_undecidable() -> None:
@@ -304,6 +317,6 @@ def test_a_date_of_service_before_every_rule_pack_is_undecidable() -> None:
     state = PartitionState(0, RETENTION)
     early = charge(event_id="E1", date_of_service="2001-01-02", occurred_at="2001-01-02T10:00:00Z")
     with pytest.raises(UndecidableRecord, match=r"2001-01-02.*2015-10-01") as raised:
-        state.decide(early, _source(0, "E1"), PACKS)
+        _emit(state, early, _source(0, "E1"), PACKS)
     assert raised.value.kind is ErrorKind.VALIDATION
     assert state.watermark is None and not state.book.visits

@@ -13,9 +13,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
-from rules.model import ChargeDecision, ChargeEvent, DecisionSource
+from rules.charge import Charge, Decision, DecisionSource, charge_from_dict
 from rules.pack import load_packs
+from rules.visit import emitted
 from tests.factories import event_dict
 from worker.errors import UndecidableRecord
 from worker.state.changelog import ChangelogWrite
@@ -26,14 +28,14 @@ RETENTION = dt.timedelta(days=30)
 SHORT_MEMORY = dt.timedelta(days=90)  # charges are forgotten and late lines dead-lettered
 LONG_MEMORY = dt.timedelta(days=400)  # longer than any stream: nothing is forgotten
 START = dt.date(2026, 1, 5)
-Outcome = list[tuple[str, ChargeDecision] | str]
+Outcome = list[tuple[str, Decision] | str]
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> list[ChargeEvent]:
+def streams(draw: st.DrawFn) -> list[Charge]:
     """Events over up to ~7 months for 3 patients and 6 charges, roughly in event-time order, with
     edits, voids, date moves, late lines for old visits, mistyped capture years and redeliveries."""
-    events: list[ChargeEvent] = []
+    events: list[Charge] = []
     day = 0
     for number in range(draw(st.integers(4, 24))):
         day += draw(st.integers(0, 9))
@@ -47,7 +49,7 @@ def streams(draw: st.DrawFn) -> list[ChargeEvent]:
             occurred -= dt.timedelta(days=730)
         code = draw(st.sampled_from(["97012", "97012", "98941", "97140"]))
         events.append(
-            ChargeEvent.model_validate(
+            charge_from_dict(
                 event_dict(
                     event_id=f"E{number}",
                     event_type="VOID" if draw(st.integers(0, 7)) == 0 else "UPSERT",
@@ -68,7 +70,7 @@ def streams(draw: st.DrawFn) -> list[ChargeEvent]:
 
 
 def _run(
-    events: list[ChargeEvent],
+    events: list[Charge],
     checkpoints: set[int],
     sweeps: set[int],
     memory: dt.timedelta = SHORT_MEMORY,
@@ -90,13 +92,13 @@ def _run(
         except UndecidableRecord as bad:
             out.append(f"DLQ {offset}: {bad.kind}")
             continue
-        out += [(p.ledger.value, p.decision) for p in publications]
+        out += [(p.ledger.value, p.decision) for p in emitted(publications)]
     return out
 
 
 @settings(max_examples=150, deadline=None)
 @given(streams(), st.data())
-def test_sweeps_and_checkpoints_change_no_decision(events: list[ChargeEvent], data: Any) -> None:
+def test_sweeps_and_checkpoints_change_no_decision(events: list[Charge], data: Any) -> None:
     offsets = st.sets(st.integers(0, len(events)), max_size=6)
     checkpoints, sweeps = data.draw(offsets), data.draw(offsets)
     assert _run(events, checkpoints, sweeps) == _run(events, set(), set())
@@ -105,15 +107,15 @@ def test_sweeps_and_checkpoints_change_no_decision(events: list[ChargeEvent], da
 @settings(max_examples=150, deadline=None)
 @given(streams())
 def test_no_charge_version_is_published_twice_with_different_content(
-    events: list[ChargeEvent],
+    events: list[Charge],
 ) -> None:
     """Within the version memory (a charge with no event for longer may start again at 1:
     README, Known limits)."""
-    seen: dict[tuple[str, int, str], ChargeDecision] = {}
+    seen: dict[tuple[str, int, str], Decision] = {}
     for item in _run(events, set(), set(range(0, len(events), 3)), LONG_MEMORY):
         if isinstance(item, str):
             continue
         ledger, decision = item
         key = (decision.charge_id, decision.decision_version, ledger)
-        content = decision.model_copy(update={"source": None})
+        content = replace(decision, source=None)
         assert seen.setdefault(key, content) == content, key

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from rules.model import ChargeEvent, DecisionSource, DecisionStatus
+from rules.charge import Charge, DecisionSource
+from rules.model import DecisionStatus
 from rules.pack import load_packs
-from rules.visit import Ledger, Publication, VisitBook
+from rules.visit import Ledger, Publication, VisitBook, emitted
 from tests.factories import charge, other_line
 
 PACKS = load_packs()
 
 
-def feed(book: VisitBook, event: ChargeEvent, offset: int = 0) -> list[Publication]:
+def feed(book: VisitBook, event: Charge, offset: int = 0) -> list[Publication]:
+    """The records one event emits on its own (each event its own batch)."""
     source = DecisionSource(
         topic="charges.captured", partition=0, offset=offset, event_id=event.event_id
     )
@@ -18,7 +20,7 @@ def feed(book: VisitBook, event: ChargeEvent, offset: int = 0) -> list[Publicati
     for key in book.apply(event):
         visit = book.visits[key]
         out += visit.publish_changes(PACKS.for_date(key.date_of_service), source)
-    return out
+    return emitted(out)
 
 
 def summary(pubs: list[Publication]) -> list[tuple[str, str, str, int]]:

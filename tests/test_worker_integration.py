@@ -7,6 +7,7 @@ import struct
 import threading
 
 import pytest
+from msgspec.structs import replace
 
 from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
 from rules.pack import PackSet, RulePack, load_packs
@@ -55,12 +56,11 @@ def test_late_cmt_line_holds_traction_and_retracts_it_from_corrected(
     config = worker_config(broker, topic_prefix)
     traction = charge(event_id="E1", charge_id="T1", occurred_at="2026-03-02T15:00:00Z")
     cmt = other_line("98941", "M1", event_id="E2", occurred_at="2026-03-02T15:05:00Z")
-    void = cmt.model_copy(
-        update={
-            "event_id": "E3",
-            "event_type": EventType.VOID,
-            "occurred_at": cmt.occurred_at.replace(minute=30),
-        }
+    void = replace(
+        cmt,
+        event_id="E3",
+        event_type=EventType.VOID,
+        occurred_at=cmt.occurred_at.replace(minute=30),
     )
     with running_worker(config) as worker:
         produce_events(config, [traction])
@@ -98,7 +98,7 @@ def test_bad_records_are_dead_lettered_and_good_ones_around_them_decided(
     good_after = charge(event_id="G2", charge_id="G2", patient_id="P2")
     framed = CODEC.encode_event(good_before)
     unknown_schema = struct.pack(">bI", 0, 999) + framed[5:]
-    empty_patient = charge(event_id="V1", charge_id="V1").model_copy(update={"patient_id": ""})
+    empty_patient = replace(charge(event_id="V1", charge_id="V1"), patient_id="")
     with running_worker(config) as worker:
         produce_events(config, [good_before])
         send_raw(

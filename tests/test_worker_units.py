@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rules.model import DecisionSource
+from rules.charge import DecisionSource
 from rules.pack import load_packs
 from tests.factories import charge
 from worker.errors import CallDeadlineExceeded

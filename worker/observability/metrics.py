@@ -19,7 +19,8 @@ from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from rules.model import ChargeDecision, DecisionStatus, ErrorKind
+from rules.charge import Decision
+from rules.model import DecisionStatus, ErrorKind
 from worker.kafka.records import Record
 from worker.observability.health import Health
 from worker.observability.logs import fields
@@ -184,7 +185,7 @@ class PrometheusSensor:
     def consumed(self, topic: str, records: int) -> None:
         self.metrics.events_consumed.labels(topic=topic).inc(records)
 
-    def decided(self, decision: ChargeDecision, occurred_at: dt.datetime) -> None:
+    def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
         metrics = self.metrics
         metrics.decisions.labels(status=decision.status.value).inc()
         if decision.status not in (DecisionStatus.RETRACTED, DecisionStatus.VOIDED):

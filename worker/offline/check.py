@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
-import json
 import sys
 import time
 from collections import Counter
@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
+import msgspec
+from msgspec import DecodeError, ValidationError
+from msgspec.structs import asdict
 
+from rules.charge import Charge, charge_from_json, describe_invalid
 from rules.engine import Verdict
-from rules.model import ChargeEvent, DecisionStatus
+from rules.model import DecisionStatus
 from rules.pack import PackNotInForce, PackSet
 from rules.visit import decide_events
-from worker.serde.codec import describe
 
 
 @dataclass
@@ -31,15 +33,17 @@ class CheckReport:
     seconds: float = 0.0
 
 
-def read_events(lines: IO[str], report: CheckReport, packs: PackSet) -> Iterator[ChargeEvent]:
+def read_events(lines: IO[str], report: CheckReport, packs: PackSet) -> Iterator[Charge]:
+    in_force: set[dt.date] = set()  # dates of service a pack is in force on, seen so far
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
         try:
-            event = ChargeEvent.model_validate_json(line)
-            packs.for_date(event.date_of_service)
-        except ValidationError as error:
-            report.rejected.append(f"line {number}: {describe(error)}")
+            event = charge_from_json(line)
+            if event.date_of_service not in in_force:
+                packs.for_date(event.date_of_service)
+                in_force.add(event.date_of_service)
+        except (ValidationError, DecodeError) as error:
+            if line.strip():  # blank lines are skipped
+                report.rejected.append(f"line {number}: {describe_invalid(error)}")
             continue
         except PackNotInForce as missing:
             report.rejected.append(f"line {number}: {missing}")
@@ -48,7 +52,7 @@ def read_events(lines: IO[str], report: CheckReport, packs: PackSet) -> Iterator
         yield event
 
 
-def decision_line(charge: ChargeEvent, verdict: Verdict | None) -> dict[str, Any]:
+def decision_line(charge: Charge, verdict: Verdict | None) -> dict[str, Any]:
     """One line of `check`'s output: the charge's final decision."""
     if verdict is None:
         verdict = Verdict(billed=charge, corrections=(), holds=())
@@ -62,8 +66,8 @@ def decision_line(charge: ChargeEvent, verdict: Verdict | None) -> dict[str, Any
         "cpt_code": billed.cpt_code,
         "modifiers": list(billed.modifiers),
         "units": billed.units,
-        "corrections": [c.model_dump(mode="json") for c in corrections],
-        "holds": [h.model_dump(mode="json") for h in holds],
+        "corrections": [asdict(c) for c in corrections],
+        "holds": [asdict(h) for h in holds],
     }
 
 
@@ -97,9 +101,16 @@ def _run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
         report.by_status[line["status"]] += 1
         for item in (*line["corrections"], *line["holds"]):
             report.by_rule[item["rule_id"]] += 1
-        out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        out.write(_json_line(line))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _json_line(line: dict[str, Any]) -> str:
+    return _encode(line).decode() + "\n"
+
+
+_encode = msgspec.json.encode
 
 
 def format_summary(report: CheckReport) -> str:

@@ -15,15 +15,17 @@ from typing import IO, Protocol
 
 from kafka import KafkaProducer
 
-from rules.model import ChargeDecision, DeadLetter, ErrorKind
+from rules.charge import Decision
+from rules.model import DeadLetter, ErrorKind
 from rules.visit import Ledger
 from worker.config import WorkerConfig
 from worker.kafka.records import Record, kafka_time
-from worker.serde.codec import Codec
+from worker.serde.codec import Codec, decision_json
 
 
 class Outputs(Protocol):
-    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None: ...
+    def decision(self, ledger: Ledger, decision: Decision, charge_body: bytes | None) -> None:
+        """`charge_body`: the billed charge's Avro body when it is at hand (spliced in)."""
 
     def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None: ...
 
@@ -78,8 +80,8 @@ class TopicOutputs:
         if self.failed is not None:
             future.add_errback(self.failed.append)
 
-    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
-        value = self.codec.encode_decision(decision)
+    def decision(self, ledger: Ledger, decision: Decision, charge_body: bytes | None) -> None:
+        value = self.codec.encode_decision(decision, charge_body)
         self._send(self.topics.for_ledger(ledger), decision.charge_id.encode(), value)
 
     def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
@@ -104,8 +106,8 @@ class FileOutputs:
         self._stream: IO[str] = path.open("w", encoding="utf-8", newline="\n")
         self._write = self._stream.write
 
-    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
-        self._write(decision.model_dump_json())
+    def decision(self, ledger: Ledger, decision: Decision, charge_body: bytes | None) -> None:
+        self._write(decision_json(decision))
         self._write("\n")
 
     def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
@@ -119,7 +121,7 @@ class FileOutputs:
 
 
 class NullOutputs:
-    def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
+    def decision(self, ledger: Ledger, decision: Decision, charge_body: bytes | None) -> None:
         return None
 
     def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol
 
-from rules.model import ChargeDecision, ErrorKind
+from rules.charge import Decision
+from rules.model import ErrorKind
 from worker.kafka.records import Record
 
 
@@ -18,7 +19,7 @@ class Sensor(Protocol):
     def consumed(self, topic: str, records: int) -> None:
         """`records` input records of `topic` were read and processed."""
 
-    def decided(self, decision: ChargeDecision, occurred_at: dt.datetime) -> None:
+    def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
         """A decision record (RETRACTED and VOIDED included) was emitted for an event that
         occurred at `occurred_at`."""
 
@@ -32,7 +33,7 @@ class NullSensor:
     def consumed(self, topic: str, records: int) -> None:
         return None
 
-    def decided(self, decision: ChargeDecision, occurred_at: dt.datetime) -> None:
+    def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
         return None
 
     def dead_lettered(self, record: Record, kind: ErrorKind, message: str) -> None:

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rules.charge import Decision
 from rules.model import ChargeDecision
+
+# A decision as read back from the live topics (pydantic) or replayed (the lean Struct): the
+# diff reads the same fields of both.
+AnyDecision = ChargeDecision | Decision
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class DiffReport:
 _COMPARED = ("status", "modifiers", "units", "holds")
 
 
-def decision_view(decision: ChargeDecision) -> dict[str, Any]:
+def decision_view(decision: AnyDecision) -> dict[str, Any]:
     """What the diff compares (status, modifiers, units, hold rule_ids) plus context."""
     return {
         "status": decision.status.value,
@@ -56,9 +61,7 @@ def decision_view(decision: ChargeDecision) -> dict[str, Any]:
     }
 
 
-def diff_decisions(
-    live: dict[str, ChargeDecision], replayed: dict[str, ChargeDecision]
-) -> DiffReport:
+def diff_decisions(live: dict[str, ChargeDecision], replayed: dict[str, Decision]) -> DiffReport:
     """Charges the replay decided whose latest decision differs from the live one."""
     report = DiffReport(compared=len(replayed))
     for charge_id in sorted(replayed):

@@ -6,7 +6,8 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rules.model import ChargeDecision, ErrorKind
+from rules.charge import Decision
+from rules.model import ErrorKind
 from rules.visit import table_rank
 from worker.kafka.records import Record
 from worker.replay.diff import DiffReport, format_diff
@@ -48,12 +49,12 @@ class ReportSensor:
 
     def __init__(self, report: ReplayReport) -> None:
         self.report = report
-        self.latest: dict[str, ChargeDecision] = {}
+        self.latest: dict[str, Decision] = {}
 
     def consumed(self, topic: str, records: int) -> None:
         return None
 
-    def decided(self, decision: ChargeDecision, occurred_at: dt.datetime) -> None:
+    def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
         self.report.decisions += 1
         current = self.latest.get(decision.charge_id)
         if current is None or table_rank(decision) > table_rank(current):

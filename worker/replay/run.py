@@ -28,8 +28,9 @@ from typing import IO
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
+from msgspec.structs import replace
 
-from rules.model import ChargeDecision
+from rules.charge import Decision
 from rules.pack import load_packs
 from rules.visit import VisitKey
 from worker.errors import RecordFailed, ReplayError, UndecidableRecord
@@ -37,6 +38,7 @@ from worker.kafka import clients
 from worker.kafka.admin import TopicSpec, create_topics
 from worker.kafka.reading import read_ranges
 from worker.kafka.records import Record
+from worker.processing.batch import Batch
 from worker.processing.outputs import (
     FileOutputs,
     NullOutputs,
@@ -63,6 +65,7 @@ from worker.state.store import PartitionState, new_state
 
 _POLL_RECORDS = 2000
 _MAINTENANCE_EVERY = 20_000  # records between state sweeps (bounds replay memory)
+EMIT_EVERY = 1000  # records between emitted batches (as the live worker's checkpoints)
 
 
 class _Replayer:
@@ -90,6 +93,7 @@ class _Replayer:
             sensor=NullSensor(),  # until the replayed range: warmup is not reported
         )
         self.partial_keys: set[VisitKey] = set()
+        self.batch = Batch()
         self._since_maintenance = 0
 
     def start_emitting(self) -> None:
@@ -97,11 +101,11 @@ class _Replayer:
         self.processor.sensor = self.sensor
         self.processor.decorate = self._flag_partial
 
-    def _flag_partial(self, decision: ChargeDecision) -> ChargeDecision:
+    def _flag_partial(self, decision: Decision) -> Decision:
         if (decision.patient_id, decision.date_of_service) not in self.partial_keys:
             return decision
         self.report.partial_visit_decisions += 1
-        return decision.model_copy(update={"flags": (*decision.flags, PARTIAL_VISIT_FLAG)})
+        return replace(decision, flags=(*decision.flags, PARTIAL_VISIT_FLAG))
 
     def scan(self, records: list[Record]) -> None:
         """Prefix before the context start: remember its visits, decide nothing."""
@@ -114,16 +118,26 @@ class _Replayer:
                 continue
 
     def fold(self, records: list[Record], outputs: Outputs) -> None:
-        """Decide `records` of one source partition in offset order."""
-        process, n = self.processor.process, self.partitions
+        """Decide `records` of one source partition in offset order.
+
+        Decisions are emitted every EMIT_EVERY records read: a count, not poll boundaries,
+        so two replays of a range emit the same records.
+        """
+        process, n, batch = self.processor.process, self.partitions, self.batch
         try:
             for record in records:
-                process(record, n, outputs)
+                process(record, n, batch)
+                if batch.records >= EMIT_EVERY:
+                    self.emit(outputs)
         except RecordFailed as failed:  # the live worker dead-letters it after one abort
             raise ReplayError(f"deciding {failed}") from failed
         self._since_maintenance += len(records)
         if self._since_maintenance >= _MAINTENANCE_EVERY:
             self.maintain()
+
+    def emit(self, outputs: Outputs) -> None:
+        self.processor.emit(self.batch, outputs)
+        self.batch = Batch()
 
     def maintain(self) -> None:
         """Drop visits past retention and the changelog bookkeeping a replay never writes."""
@@ -281,5 +295,7 @@ class _Phases:
                     self.replayer.fold(batch, outputs)
                 read += len(batch)
                 self.progress.advance(p, len(batch))
+            if outputs is not None:
+                self.replayer.emit(outputs)
             self.progress.finish_partition(p)
         return read

@@ -1,10 +1,14 @@
 """One batch as one transaction: the checkpoint of the live worker.
 
-The steps, in order (Kafka Streams' and Quix Streams' commit, made explicit):
+Records of several polls go into one batch, for up to the commit interval (100 ms by default,
+as Kafka Streams under exactly-once): deciding them writes nothing to Kafka yet
+(worker.processing.batch), so no transaction is open while the consumer polls. At the
+checkpoint, in order (Kafka Streams' and Quix Streams' commit, made explicit):
 1. begin the transaction (exactly-once);
-2. outputs: the batch's decisions, dead letters and re-keyed events are sent as it is processed;
-3. changelog: every visit the batch touched, tombstones for expired ones, and the partition's
-   metadata, each record headed with the input offsets the batch consumed;
+2. outputs: each charge's latest decision (and the RETRACTED it owes), the dead letters and
+   the re-keyed events;
+3. changelog: every visit the batch touched, once, tombstones for expired ones, and the
+   partition's metadata, each record headed with the input offsets the batch consumed;
 4. offsets: the consumed offsets join the transaction (`send_offsets_to_transaction`);
 5. commit, or abort on any failure before it.
 Under at-least-once, 1 and 4 fall away: the producer is flushed, then the offsets committed.
@@ -14,6 +18,7 @@ Every transactional call runs under a deadline (worker.kafka.deadlines).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -24,32 +29,59 @@ from worker.config import Guarantee, WorkerConfig
 from worker.kafka.deadlines import with_deadline
 from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics
+from worker.processing.batch import Batch
+from worker.processing.outputs import Outputs
+from worker.processing.pipeline import Processor
 from worker.state.changelog import offset_headers
 from worker.state.store import PartitionState
 
 log = logging.getLogger("charge_capture.worker")
 
 
+MAX_BATCH_RECORDS = 20_000  # a checkpoint comes sooner than the interval past this many
+
+
 @dataclass
 class Checkpoint:
-    """Where one polled batch ends, per input partition (next offsets to consume)."""
+    """An open batch: what it holds, and where it ends per input partition."""
 
     config: WorkerConfig
     producer: KafkaProducer
     consumer: KafkaConsumer
     metrics: Metrics
+    started: float = field(default_factory=time.monotonic)
+    batch: Batch = field(default_factory=Batch)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
     @property
     def exactly_once(self) -> bool:
         return self.config.processing_guarantee == Guarantee.EXACTLY_ONCE
 
-    def begin(self) -> None:
-        if self.exactly_once:
-            self.producer.begin_transaction()
+    def seconds_left(self) -> float:
+        """Until the checkpoint is due (commit interval after its first record)."""
+        return self.started + self.config.commit_interval_ms / 1000 - time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds_left() <= 0 or self.batch.records >= MAX_BATCH_RECORDS
 
     def consumed(self, tp: TopicPartition, last_offset: int) -> None:
         self.next_offsets[tp] = last_offset + 1
+
+    def drop(self, partition: int) -> None:
+        """Partition `partition` was revoked: its records go uncommitted to its new owner."""
+        self.batch.drop(partition)
+        for tp in [tp for tp in self.next_offsets if tp.partition == partition]:
+            del self.next_offsets[tp]
+
+    def run(
+        self, processor: Processor, outputs: Outputs, states: Mapping[int, PartitionState]
+    ) -> None:
+        """Steps 1 to 5."""
+        if self.exactly_once:
+            self.producer.begin_transaction()
+        processor.emit(self.batch, outputs)
+        self.write_changelog(states)
+        self.commit()
 
     def write_changelog(self, states: Mapping[int, PartitionState]) -> None:
         """Step 3: each touched partition's changed visits, headed with the batch's offsets."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -52,6 +52,8 @@ class Recovery:
         # Assigned partition numbers waiting for restoration by the poll loop.
         self.pending: set[int] = set()
         self.joined = False
+        # Told which partitions were dropped (the worker drops their part of an open batch).
+        self.on_drop: Callable[[list[int]], None] = lambda numbers: None
         self._consumer: KafkaConsumer | None = None
         self._restorer: KafkaConsumer | None = None
 
@@ -126,6 +128,7 @@ class Recovery:
             self.health.set_ready(self.joined, f"consuming {count} partition(s)")
 
     def drop(self, numbers: list[int]) -> None:
+        self.on_drop(numbers)
         for number in numbers:
             self.states.pop(number, None)
             for topic in self.inputs:

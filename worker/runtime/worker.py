@@ -74,6 +74,8 @@ class Worker:
         self.gauges = Gauges(self.metrics, self.inputs)
         self.restarts = 0
         self._clients: _Clients | None = None
+        self._open: Checkpoint | None = None  # the batch being decided, not yet committed
+        self.recovery.on_drop = self._revoked
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -118,15 +120,25 @@ class Worker:
             while not stop.is_set():
                 self.health.mark_loop_alive()
                 records = consumer.poll(
-                    timeout_ms=self.config.commit_interval_ms,
-                    max_records=self.config.max_poll_records,
+                    timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_poll_records
                 )
                 self.recovery.restore_pending()
                 if records:
-                    self._process_batch(records)
+                    self._process(records)
+                if self._open is not None and self._open.due():
+                    self._checkpoint()
                 self.gauges.update(consumer, self.states, self.recovery.committed)
+            if self._open is not None:  # stopping: commit what is decided
+                self._checkpoint()
         finally:
+            self._open = None
             self._close_clients()
+
+    def _poll_timeout_ms(self) -> int:
+        """Idle: one commit interval; with a batch open: until its checkpoint is due."""
+        if self._open is None:
+            return self.config.commit_interval_ms
+        return max(int(self._open.seconds_left() * 1000), 0)
 
     def _check_topic_layout(self, consumer: KafkaConsumer) -> None:
         """Partition p of the input, the repartition and the changelog topic hold one state
@@ -181,17 +193,15 @@ class Worker:
 
     # -- processing --------------------------------------------------------------------------
 
-    def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
+    def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Decide one poll's records into the open batch (opening one if none is)."""
         opened = self._clients
         assert opened is not None
         consumer = opened.consumer
-        started = time.monotonic()
-        checkpoint = Checkpoint(self.config, opened.producer, consumer, self.metrics)
-        outputs = TopicOutputs(
-            opened.producer, OutputTopics.live(self.config), self.codec, collect=False
-        )
+        if self._open is None:
+            self._open = Checkpoint(self.config, opened.producer, consumer, self.metrics)
+        checkpoint = self._open
         try:
-            checkpoint.begin()
             for tp, partition_records in records.items():
                 if not self.recovery.is_ready_to_process(tp.partition):
                     # Not restored (or revoked meanwhile): read these again once it is.
@@ -199,23 +209,38 @@ class Worker:
                     continue
                 partitions = len(consumer.partitions_for_topic(tp.topic) or ())
                 for record in partition_records:
-                    self.processor.process(record, partitions, outputs)
+                    self.processor.process(record, partitions, checkpoint.batch)
                 checkpoint.consumed(tp, partition_records[-1].offset)
                 self.processor.sensor.consumed(tp.topic, len(partition_records))
-            checkpoint.write_changelog(self.states)
-            checkpoint.commit()
+        except RecordFailed as failed:
+            # The state it may have half-changed goes with the restart (no transaction is open
+            # yet: nothing was sent); the record itself is dead-lettered when it comes round
+            # again instead of failing every time.
+            self.processor.failed[failed.where] = failed.cause
+            self._open = None
+            raise InstanceRestart(f"batch failed: {failed}") from failed
+
+    def _checkpoint(self) -> None:
+        checkpoint, self._open = self._open, None
+        assert checkpoint is not None and self._clients is not None
+        outputs = TopicOutputs(
+            self._clients.producer, OutputTopics.live(self.config), self.codec, collect=False
+        )
+        try:
+            checkpoint.run(self.processor, outputs, self.states)
         except FatalError:
             raise
         except Exception as error:
-            if isinstance(error, RecordFailed):
-                # The state it may have half-changed goes with the restart; the record itself
-                # is dead-lettered when it comes round again instead of failing every time.
-                self.processor.failed[error.where] = error.cause
             checkpoint.abort(error)
             raise InstanceRestart(f"batch failed: {describe_error(error)}") from error
         self.recovery.committed.update(checkpoint.next_offsets)
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self.metrics.last_progress.set(time.time())
+
+    def _revoked(self, numbers: list[int]) -> None:
+        if self._open is not None:
+            for number in numbers:
+                self._open.drop(number)
 
     def caught_up(self) -> bool:
         """All assigned input partitions committed up to the highwater seen on a fetch."""

@@ -27,7 +27,7 @@ MAGIC = 0
 EVENT = "chargecapture.v1.ChargeEvent"
 DECISION = "chargecapture.v1.ChargeDecision"
 DEAD_LETTER = "chargecapture.v1.DeadLetter"
-_HEADER = struct.Struct(">bI")
+HEADER = struct.Struct(">bI")
 
 
 def default_schemas_dir() -> Path:
@@ -45,7 +45,8 @@ def default_schemas_dir() -> Path:
 class RegisteredSchema:
     schema_id: int
     name: str  # full name, e.g. chargecapture.v1.ChargeEvent
-    parsed: Any
+    parsed: Any  # fastavro's parsed form
+    document: dict[str, Any]  # the schema as written
 
 
 class LocalRegistry:
@@ -57,7 +58,7 @@ class LocalRegistry:
         for key, filename in sorted(mapping.items(), key=lambda kv: int(kv[0])):
             raw = json.loads((directory / filename).read_text())
             name = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
-            entry = RegisteredSchema(int(key), name, fastavro.parse_schema(raw))
+            entry = RegisteredSchema(int(key), name, fastavro.parse_schema(raw), raw)
             self.by_id[entry.schema_id] = entry
             latest[name] = entry  # ids ascend: the last one of a name is its current version
         self.current = latest
@@ -65,14 +66,14 @@ class LocalRegistry:
     def encode(self, name: str, record: dict[str, Any]) -> bytes:
         entry = self.current[name]
         out = io.BytesIO()
-        out.write(_HEADER.pack(MAGIC, entry.schema_id))
+        out.write(HEADER.pack(MAGIC, entry.schema_id))
         fastavro.schemaless_writer(out, entry.parsed, record)
         return out.getvalue()
 
     def decode(self, data: bytes | None, expected: str) -> dict[str, Any]:
-        if data is None or len(data) < _HEADER.size:
+        if data is None or len(data) < HEADER.size:
             raise UndecidableRecord(ErrorKind.DECODE, "value missing or shorter than the header")
-        magic, schema_id = _HEADER.unpack_from(data)
+        magic, schema_id = HEADER.unpack_from(data)
         if magic != MAGIC:
             raise UndecidableRecord(ErrorKind.DECODE, f"unknown magic byte {magic}")
         writer = self.by_id.get(schema_id)
@@ -82,7 +83,7 @@ class LocalRegistry:
             raise UndecidableRecord(
                 ErrorKind.SCHEMA, f"schema id {schema_id} is {writer.name}, expected {expected}"
             )
-        body = io.BytesIO(data[_HEADER.size :])
+        body = io.BytesIO(data[HEADER.size :])
         try:
             record = cast(
                 dict[str, Any],
@@ -92,6 +93,6 @@ class LocalRegistry:
             raise UndecidableRecord(
                 ErrorKind.DECODE, f"Avro body does not decode: {type(error).__name__}"
             ) from error
-        if body.tell() != len(data) - _HEADER.size:
+        if body.tell() != len(data) - HEADER.size:
             raise UndecidableRecord(ErrorKind.DECODE, "trailing bytes after the Avro record")
         return record

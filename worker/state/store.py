@@ -18,7 +18,8 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rules.model import ChargeEvent, DecisionSource, ErrorKind
+from rules.charge import Charge, DecisionSource
+from rules.model import ErrorKind
 from rules.pack import PackNotInForce, PackSet
 from rules.visit import Publication, VisitBook, VisitKey
 from worker.config import WorkerConfig
@@ -27,12 +28,12 @@ from worker.state.changelog import (
     META_KEY,
     RETIRED_PREFIX,
     ChangelogWrite,
+    VisitCodec,
     decode_meta,
     decode_retired,
-    decode_visit,
+    default_visit_codec,
     encode_meta,
     encode_retired,
-    encode_visit,
     visit_key_bytes,
     visit_key_from_bytes,
 )
@@ -65,10 +66,11 @@ class PartitionState:
     # How patients were placed on partitions, e.g. "murmur2/6": state built under one layout
     # is wrong under another, so the changelog records it and restoration checks it.
     layout: str = ""
+    codec: VisitCodec = field(default_factory=default_visit_codec, repr=False)
 
     # -- event time -------------------------------------------------------------------------
 
-    def observe(self, event: ChargeEvent, rekeyed: bool) -> None:
+    def observe(self, event: Charge, rekeyed: bool) -> None:
         """Advance event time: the highest occurred_at of this partition's own input events.
 
         A re-keyed event (from another input partition) does not move the clock: where it falls
@@ -112,7 +114,7 @@ class PartitionState:
             self.retired[charge_id] = Retired(published, key.date_of_service, won_by)
             self.retired_changed.add(charge_id)
 
-    def _history(self, event: ChargeEvent) -> Retired | None:
+    def _history(self, event: Charge) -> Retired | None:
         """The retired record a charge that no live visit holds resumes from, if any."""
         if event.charge_id in self.book.home:
             return None
@@ -144,7 +146,7 @@ class PartitionState:
 
     def decide(
         self,
-        event: ChargeEvent,
+        event: Charge,
         source: DecisionSource,
         packs: PackSet,
         *,
@@ -204,7 +206,8 @@ class PartitionState:
         for key in sorted(self.dirty | self.expired):
             visit = None if key in self.expired else self.book.visits.get(key)
             raw = visit_key_bytes(key)
-            yield ChangelogWrite(raw, encode_visit(visit) if visit is not None else None)
+            value = self.codec.encode(visit) if visit is not None else None
+            yield ChangelogWrite(raw, value)
         for charge_id in sorted(self.retired_changed):
             retired = self.retired.get(charge_id)
             value = encode_retired(retired) if retired is not None else None
@@ -234,7 +237,7 @@ class PartitionState:
         visit_key = visit_key_from_bytes(key)
         self.book.drop_visit(visit_key)
         if value is not None:
-            self.book.add_visit(decode_visit(visit_key, value))
+            self.book.add_visit(self.codec.decode(visit_key, value))
 
 
 def new_state(config: WorkerConfig, partition: int, partitions: int = 0) -> PartitionState:
