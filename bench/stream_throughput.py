@@ -57,10 +57,13 @@ class TimedWorker(Worker):
     first_batch: float | None = None
     last_commit: float | None = None
 
-    def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
+    def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
         if self.first_batch is None:
             self.first_batch = time.monotonic()
-        super()._process_batch(records)
+        super()._process(records)
+
+    def _checkpoint(self) -> None:
+        super()._checkpoint()
         self.last_commit = time.monotonic()
 
 

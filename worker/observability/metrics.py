@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from importlib import metadata
 
@@ -181,20 +182,23 @@ class PrometheusSensor:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # Labelled children, looked up once: this runs for every decision.
+        self._decisions = {s: metrics.decisions.labels(status=s) for s in DECISION_STATUSES}
+        self._observe_lag = metrics.event_to_decision_seconds.observe
 
     def consumed(self, topic: str, records: int) -> None:
         self.metrics.events_consumed.labels(topic=topic).inc(records)
 
     def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
-        metrics = self.metrics
-        metrics.decisions.labels(status=decision.status.value).inc()
-        if decision.status not in (DecisionStatus.RETRACTED, DecisionStatus.VOIDED):
+        status = decision.status
+        self._decisions[status.value].inc()
+        if status is not DecisionStatus.RETRACTED and status is not DecisionStatus.VOIDED:
             for correction in decision.corrections:
-                metrics.corrections.labels(rule_id=correction.rule_id).inc()
+                self.metrics.corrections.labels(rule_id=correction.rule_id).inc()
             for hold in decision.holds:
-                metrics.holds.labels(rule_id=hold.rule_id).inc()
-        lag = (dt.datetime.now(dt.UTC) - occurred_at).total_seconds()
-        metrics.event_to_decision_seconds.observe(max(lag, 0.0))
+                self.metrics.holds.labels(rule_id=hold.rule_id).inc()
+        lag = time.time() - occurred_at.timestamp()
+        self._observe_lag(lag if lag > 0 else 0.0)
 
     def dead_lettered(self, record: Record, kind: ErrorKind, message: str) -> None:
         self.metrics.dlq_records.labels(error_kind=kind.value).inc()

@@ -44,6 +44,7 @@ class _Clients:
     consumer: KafkaConsumer
     producer: KafkaProducer
     restorer: KafkaConsumer
+    outputs: TopicOutputs  # through `producer`, inside its transactions
 
 
 class Worker:
@@ -179,7 +180,8 @@ class Worker:
                 guarantee=cfg.processing_guarantee.value,
             ),
         )
-        return _Clients(consumer, producer, restorer)
+        outputs = TopicOutputs(producer, OutputTopics.live(cfg), self.codec, collect=False)
+        return _Clients(consumer, producer, restorer, outputs)
 
     def _close_clients(self) -> None:
         self.health.set_ready(False, "stopping")
@@ -223,11 +225,8 @@ class Worker:
     def _checkpoint(self) -> None:
         checkpoint, self._open = self._open, None
         assert checkpoint is not None and self._clients is not None
-        outputs = TopicOutputs(
-            self._clients.producer, OutputTopics.live(self.config), self.codec, collect=False
-        )
         try:
-            checkpoint.run(self.processor, outputs, self.states)
+            checkpoint.run(self.processor, self._clients.outputs, self.states)
         except FatalError:
             raise
         except Exception as error:
