@@ -20,6 +20,7 @@ from rules.visit import Ledger
 from worker.config import WorkerConfig
 from worker.kafka.records import Record, kafka_time
 from worker.serde.codec import Codec
+from worker.serde.framing import DEAD_LETTER, DECISION
 
 
 class Outputs(Protocol):
@@ -62,6 +63,11 @@ class OutputTopics:
     def for_ledger(self, ledger: Ledger) -> str:
         return self.held if ledger is Ledger.REVIEW else self.corrected
 
+    def schemas(self) -> dict[str, str]:
+        """Each topic written with a schema of ours, and that record (a registry's subjects);
+        the repartition topic carries the input's bytes, with their ids."""
+        return {self.corrected: DECISION, self.held: DECISION, self.dlq: DEAD_LETTER}
+
 
 class TopicOutputs:
     def __init__(
@@ -79,12 +85,14 @@ class TopicOutputs:
             future.add_errback(self.failed.append)
 
     def decision(self, ledger: Ledger, decision: ChargeDecision) -> None:
-        value = self.codec.encode_decision(decision)
-        self._send(self.topics.for_ledger(ledger), decision.charge_id.encode(), value)
+        topic = self.topics.for_ledger(ledger)
+        value = self.codec.encode_decision(decision, topic)
+        self._send(topic, decision.charge_id.encode(), value)
 
     def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
-        letter = self.codec.encode_dead_letter(dead_letter_for(record, kind, message))
-        self._send(self.topics.dlq, record.key, letter)
+        dlq = self.topics.dlq
+        letter = self.codec.encode_dead_letter(dead_letter_for(record, kind, message), dlq)
+        self._send(dlq, record.key, letter)
 
     def rekey(self, record: Record, patient: bytes, home: int) -> None:
         assert self.topics.repartition is not None, "these outputs re-key nothing"

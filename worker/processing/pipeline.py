@@ -22,7 +22,7 @@ from collections.abc import Callable, MutableMapping
 from rules.model import ChargeDecision, ChargeEvent, DecisionSource, ErrorKind
 from rules.pack import PackSet
 from rules.visit import Publication
-from worker.errors import RecordFailed, UndecidableRecord
+from worker.errors import RecordFailed, SchemaUnavailable, UndecidableRecord
 from worker.kafka.partitioner import home_partition
 from worker.kafka.records import Record, record_time
 from worker.observability.logs import describe_error
@@ -79,6 +79,8 @@ class Processor:
         except UndecidableRecord as bad:
             self._dead_letter(record, bad.kind, bad.message, outputs)
             return
+        except SchemaUnavailable:
+            raise  # no fault of the record's: it must not be dead-lettered when read again
         except Exception as error:  # outputs are handed out below: nothing above sends
             raise RecordFailed(where, describe_error(error)) from error
         if rekey:
