@@ -1,123 +1,49 @@
-"""The Codec over a Confluent Schema Registry (worker.serde.registry_source), the waits for a
-silent registry (worker.processing.schema_wait) and the registry options; no Kafka broker."""
+"""The Codec over a Confluent Schema Registry (worker.serde.registry_source): reading by the
+registry's ids, writing with the ids of our subjects, the start-up checks; no Kafka broker."""
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 import logging
 import struct
-import threading
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import fastavro
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
-from rules.model import ChargeDecision, ChargeEvent, DeadLetter, DecisionSource, ErrorKind
-from rules.pack import load_packs
-from tests.helpers import wait_until
+from rules.model import DeadLetter, ErrorKind
+from tests.registry_helpers import (
+    ID_BASE,
+    INPUT,
+    OURS,
+    SCHEMAS,
+    a_decision,
+    as_avro,
+    ctx,
+    events,
+    evolved,
+    framed,
+    incompatible,
+    register,
+    registry_codec,
+    without,
+)
 from tests.schema_registry_server import SchemaRegistryServer
-from worker.cli import build_parser
-from worker.cli.options import from_args
-from worker.config import WorkerConfig
 from worker.errors import (
     EXIT_CONFIG,
-    EXIT_UNAVAILABLE,
-    SchemaRegistryOutage,
     SchemaRegistrySetupError,
     SchemaUnavailable,
     UndecidableRecord,
 )
-from worker.observability.health import Health
-from worker.offline.sample import generate_events
-from worker.processing.schema_wait import READINESS_REASON, SchemaWait
 from worker.serde.codec import Codec
 from worker.serde.framing import DEAD_LETTER, DECISION, EVENT, SchemaRefused
-from worker.serde.registry_source import RegistrySource, codec_for
-from worker.serde.schema_registry import RegistrySettings, SchemaRegistry
-from worker.state.store import new_state
-
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-OURS: dict[str, Any] = json.loads((SCHEMAS / "charge_event.avsc").read_text())
-INPUT = "charges.captured"
-ID_BASE = 100001
-
-
-def evolved() -> dict[str, Any]:
-    """Ours plus one optional field with a default, as a newer producer writes."""
-    schema = copy.deepcopy(OURS)
-    schema["fields"].append({"name": "source_system", "type": ["null", "string"], "default": None})
-    return schema
-
-
-def without(field: str) -> dict[str, Any]:
-    """Ours without a field that has a default, as an older producer writes."""
-    schema = copy.deepcopy(OURS)
-    schema["fields"] = [f for f in schema["fields"] if f["name"] != field]
-    return schema
-
-
-def incompatible() -> dict[str, Any]:
-    """units as a string: our reader (int) cannot read it."""
-    schema = copy.deepcopy(OURS)
-    for f in schema["fields"]:
-        if f["name"] == "units":
-            f["type"] = "string"
-    return schema
-
-
-def as_avro(value: Any) -> Any:
-    """A model dump as the dict Avro writes and reads (tuples as lists)."""
-    if isinstance(value, dict):
-        return {k: as_avro(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [as_avro(v) for v in value]
-    return value
-
-
-def events(count: int) -> list[ChargeEvent]:
-    return [ChargeEvent.model_validate(e) for e in generate_events(count, seed=11)[:count]]
-
-
-def framed(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    out.write(struct.pack(">bI", 0, schema_id))
-    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
-    return out.getvalue()
-
-
-def ctx(topic: str = INPUT) -> SerializationContext:
-    return SerializationContext(topic, MessageField.VALUE)
 
 
 @pytest.fixture
 def server() -> Iterator[SchemaRegistryServer]:
     with SchemaRegistryServer(id_base=ID_BASE) as running:
         yield running
-
-
-def registry_codec(
-    server: SchemaRegistryServer,
-    writes: dict[str, str] | None = None,
-    checks: tuple[str, ...] = (),
-    auto_register: bool = True,
-    **settings: Any,
-) -> Codec:
-    registry = SchemaRegistry(RegistrySettings(server.url, **settings))
-    source = RegistrySource(
-        registry, writes=writes or {}, checks=checks, auto_register=auto_register
-    )
-    return Codec(source)
-
-
-def register(server: SchemaRegistryServer, subject: str, schema: dict[str, Any]) -> int:
-    return server.registry.register(subject, {"schema": json.dumps(schema)})
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -150,7 +76,7 @@ def test_a_writer_missing_a_field_with_a_default_decodes(server: SchemaRegistryS
     assert decoded == event.model_copy(update={"encounter_id": None})
 
 
-def test_our_own_schema_from_the_registry_is_read_without_resolution(
+def test_our_schema_is_read_as_ours_and_an_evolved_one_projected(
     server: SchemaRegistryServer,
 ) -> None:
     ours_id = register(server, f"{INPUT}-value", OURS)
@@ -160,9 +86,10 @@ def test_our_own_schema_from_the_registry_is_read_without_resolution(
     codec.decode_event(framed(ours_id, OURS, event))
     codec.decode_event(framed(evolved_id, evolved(), {**event, "source_system": None}))
     reader = codec.source.reader(EVENT)
-    assert codec._events[ours_id] == (reader, None)  # fastavro reads it as ours
-    writer, resolved_to = codec._events[evolved_id]
-    assert resolved_to is reader and writer is not reader
+    assert codec._events[ours_id] == (reader, None, None)  # fastavro reads it as ours
+    writer, resolved_to, projected = codec._events[evolved_id]
+    assert writer is not reader and resolved_to is None  # read as written, then projected
+    assert projected is not None and projected.drop == ("source_system",)
 
 
 def test_an_unknown_id_is_refused_with_the_id_and_asked_again_only_by_prefetch(
@@ -314,124 +241,6 @@ def test_a_silent_registry_at_start_is_unavailable(server: SchemaRegistryServer)
     codec.open()
 
 
-def test_codec_for_reads_the_config_and_the_password_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    assert codec_for(WorkerConfig(), writes={}).source.remote is False  # no URL: local ids
-    with SchemaRegistryServer(auth=("billing", "s3cret")) as server:
-        config = WorkerConfig(schema_registry_url=server.url, schema_registry_user="billing")
-        monkeypatch.setenv("CHARGE_CAPTURE_SCHEMA_REGISTRY_PASSWORD", "s3cret")
-        codec = codec_for(config, writes={"t": DECISION})
-        codec.open()
-        assert codec.source.writer_id(DECISION, "t") >= 100001
-        codec.close()
-    missing_ca = WorkerConfig(
-        schema_registry_url="https://registry:8081", schema_registry_ca_file=str(tmp_path / "x")
-    )
-    with pytest.raises(SchemaRegistrySetupError):
-        codec_for(missing_ca, writes={})
-
-
-# --- waiting for a silent registry ---------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_waits_are_bounded_and_readiness_says_why() -> None:
-    clock, health, answered = Clock(), Health(), threading.Event()
-    wait = SchemaWait(30.0, health, answered.set, clock=clock)
-    wait.stop.set()  # the backoff returns at once
-    unreachable = SchemaUnavailable("schema registry http://r:8081 unavailable: HTTP 503")
-    wait.wait(unreachable)
-    assert health.readiness() == (False, READINESS_REASON)
-    clock.now += 29.0
-    wait.wait(unreachable)  # still within the limit
-    wait.answered()
-    assert answered.is_set() and wait.since is None
-    wait.wait(unreachable)  # a new outage counts from its own start
-    clock.now += 30.0
-    with pytest.raises(SchemaRegistryOutage) as outage:
-        wait.wait(unreachable)
-    assert outage.value.exit_code == EXIT_UNAVAILABLE
-    assert "30 s" in str(outage.value) and "http://r:8081" in str(outage.value)
-
-
-def test_open_waits_for_the_registry_then_resolves(server: SchemaRegistryServer) -> None:
-    codec = registry_codec(server, {"charges.corrected": DECISION})
-    server.go_down("503")
-    wait = SchemaWait(60.0)
-    opened = threading.Event()
-
-    def open_it() -> None:
-        if wait.open(codec):
-            opened.set()
-
-    thread = threading.Thread(target=open_it, daemon=True)
-    thread.start()
-    wait_until(lambda: wait.waits >= 2, 10, message="no retry while the registry was down")
-    assert not opened.is_set()
-    server.come_back()
-    thread.join(timeout=20)
-    assert opened.is_set() and wait.since is None
-    assert codec.source.writer_id(DECISION, "charges.corrected") >= ID_BASE
-
-
-# --- options -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("verb", ["run", "demo", "produce", "replay"])
-def test_registry_flags_on_every_avro_verb(verb: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("URL", "USER", "CA_FILE", "OUTAGE_S"):
-        monkeypatch.delenv(f"CHARGE_CAPTURE_SCHEMA_REGISTRY_{name}", raising=False)
-    monkeypatch.delenv("CHARGE_CAPTURE_AUTO_REGISTER_SCHEMAS", raising=False)
-    extra = ["day.jsonl"] if verb == "produce" else []
-    flags = [
-        "--schema-registry-url",
-        "https://sr:8081",
-        "--schema-registry-user",
-        "billing",
-        "--schema-registry-ca-file",
-        "/etc/ca.pem",
-        "--schema-registry-outage-s",
-        "45",
-        "--no-auto-register-schemas",
-    ]
-    config = from_args(build_parser().parse_args([verb, *extra, *flags]))
-    assert (config.schema_registry_url, config.schema_registry_user) == (
-        "https://sr:8081",
-        "billing",
-    )
-    assert config.schema_registry_ca_file == "/etc/ca.pem"
-    assert config.schema_registry_outage_s == 45.0 and config.auto_register_schemas is False
-    default = from_args(build_parser().parse_args([verb, *extra]))
-    assert default.schema_registry_url is None and default.auto_register_schemas is True
-    with pytest.raises(SystemExit):  # the password is never a flag
-        build_parser().parse_args([verb, *extra, "--schema-registry-password", "x"])
-
-
-def test_registry_settings_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("CHARGE_CAPTURE_SCHEMA_REGISTRY_URL", "http://sr:8081")
-    monkeypatch.setenv("CHARGE_CAPTURE_AUTO_REGISTER_SCHEMAS", "false")
-    config = from_args(build_parser().parse_args(["run"]))
-    assert config.schema_registry_url == "http://sr:8081" and not config.auto_register_schemas
-    flagged = from_args(build_parser().parse_args(["run", "--auto-register-schemas"]))
-    assert flagged.auto_register_schemas is True  # the flag wins over the variable
-    monkeypatch.setenv("CHARGE_CAPTURE_AUTO_REGISTER_SCHEMAS", "maybe")
-    with pytest.raises(SystemExit) as bad:
-        from_args(build_parser().parse_args(["run"]))
-    assert bad.value.code == EXIT_CONFIG
-    err = capsys.readouterr().err
-    assert "CHARGE_CAPTURE_AUTO_REGISTER_SCHEMAS='maybe'" in err and len(err.splitlines()) == 1
-
-
 def test_decisions_round_trip_through_the_registry(server: SchemaRegistryServer) -> None:
     client = SchemaRegistryClient({"url": server.url})
     client.register_schema(
@@ -440,17 +249,8 @@ def test_decisions_round_trip_through_the_registry(server: SchemaRegistryServer)
     codec = registry_codec(server, {"charges.held": DECISION})
     codec.open()
     local = Codec()
-    decision = _a_decision(local)
+    decision = a_decision(local)
     value = codec.encode_decision(decision, "charges.held")
     assert codec.decode_decision(value) == decision
     assert value[5:] == local.encode_decision(decision)[5:]  # the same Avro body, another id
     client.close()
-
-
-def _a_decision(local: Codec) -> ChargeDecision:
-    """A real decision: the worker's own output for a sample event, read back."""
-    state = new_state(WorkerConfig(), 0, 1)
-    event = events(1)[0]
-    source = DecisionSource(topic=INPUT, partition=0, offset=0, event_id=event.event_id)
-    publication = state.decide(event, source, load_packs(), record_time=None, rekeyed=False)[0]
-    return local.decode_decision(local.encode_decision(publication.decision))

@@ -18,8 +18,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
+from tests.registry_helpers import OURS, incompatible
 from tests.schema_registry_server import SchemaRegistryServer
-from tests.test_registry_codec import OURS, incompatible
 from tests.test_schema_registry_worker import assert_decided_as_offline
 from tests.worker_harness import config_flags, worker_config
 from tests.worker_process import WorkerProcess, charge_capture_bin, free_port

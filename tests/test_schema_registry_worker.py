@@ -28,8 +28,8 @@ from rules.pack import load_packs
 from rules.visit import decide_events
 from tests.brokers import BrokerInfo
 from tests.helpers import wait_until
+from tests.registry_helpers import as_avro, evolved, framed, incompatible
 from tests.schema_registry_server import SchemaRegistryServer
-from tests.test_registry_codec import as_avro, evolved, framed, incompatible
 from tests.worker_harness import running_worker, worker_config
 from worker.config import WorkerConfig
 from worker.kafka.partitioner import Partitioner

@@ -4,7 +4,8 @@ One Codec class for the whole worker, over a SchemaSource (worker.serde.framing)
 schemas/registry.json by default, or a Confluent Schema Registry (worker.serde.registry_source).
 The per-record path is the same for both and asks the source nothing once an id is known: one
 dict lookup per record for the writer/reader pair of its id, one for the frame of what is
-written. A writer schema that equals our reader is read without schema resolution.
+written. A writer schema that equals our reader is read without schema resolution, one that
+only adds or lacks top-level fields with a projection (worker.serde.projection).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from worker.serde.framing import (
     SchemaRefused,
     SchemaSource,
 )
+from worker.serde.projection import Projection, projection
 
-# (writer schema, reader schema or None when the writer is ours): fastavro's two arguments
-Readers = tuple[Any, Any]
+# (writer schema, reader schema or None, projection or None): fastavro's two arguments, and
+# what turns the writer's record into ours when fastavro need not resolve (serde.projection)
+Readers = tuple[Any, Any, Projection | None]
 # Refused (id, expected record) pairs kept; a stream of garbage ids must not grow it without end
 _MAX_REFUSED = 10_000
 
@@ -116,6 +119,8 @@ class Codec:
             ) from error
         if body.tell() != len(data) - HEADER.size:
             raise UndecidableRecord(ErrorKind.DECODE, "trailing bytes after the Avro record")
+        if pair[2] is not None:
+            pair[2](record)
         return record
 
     # -- asking the source (once per id) ----------------------------------------------------
@@ -165,7 +170,10 @@ class Codec:
         reader = self.source.reader(expected)
         # Our own schema (the local id, or ours as the registry returns it) needs no
         # resolution; comparing here once saves fastavro a deep comparison per record.
-        pair: Readers = (reader, None) if writer is reader or writer == reader else (writer, reader)
+        pair: Readers = (reader, None, None)
+        if not (writer is reader or writer == reader):
+            shortcut = projection(writer, reader)
+            pair = (writer, None, shortcut) if shortcut is not None else (writer, reader, None)
         readers[schema_id] = pair
         return pair
 
