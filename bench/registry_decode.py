@@ -9,12 +9,15 @@ generated events:
 
 - local:           ids of schemas/registry.json (writer = reader)
 - registry, ours:  the registry's id of our own charge_event schema (read without resolution)
-- registry, newer: a producer's evolved schema (ours + an optional field): Avro resolution
-- registry, older: a schema without encounter_id (default null): Avro resolution
+- registry, newer: a producer's evolved schema (ours + an optional field): projected
+- registry, older: a schema without encounter_id (default null): projected
+- registry, newer, no projection: the newer one resolved by fastavro record by record (what
+  worker.serde.projection saves)
 
 For each: `decode` (framing + Avro, what the registry can change) and `decode_event` (plus the
-pydantic validation the worker pays anyway), best of --repeats, in microseconds per event; then
-`prefetch` (the worker's per-batch look at each record's id) and framing a decision.
+pydantic validation the worker pays anyway), best of --repeats with the variants taking turns,
+in microseconds per event; then `prefetch` (the worker's per-batch look at each record's id)
+and framing a decision.
 """
 
 from __future__ import annotations
@@ -60,13 +63,15 @@ def _framed(schema_id: int, parsed: Any, record: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def _best_us(run: Callable[[], None], count: int, repeats: int) -> float:
-    best = float("inf")
+def _interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best seconds of each run; the runs take turns, so the machine's noise hits all alike."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best / count * 1e6
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
 
 
 def _schemas() -> dict[str, dict[str, Any]]:
@@ -109,31 +114,34 @@ def main() -> None:
             ]  # fmt: skip
             codec.prefetch(values)  # the one request of this id
             variants[f"registry, {name}"] = (codec, values)
-        n, repeats = len(events), args.repeats
-        print(f"{n} events, best of {repeats}, microseconds per event (one process)")
-        print(f"{'variant':<18}{'decode':>10}{'vs local':>10}{'decode_event':>14}{'vs local':>10}")
-        base: tuple[float, float] | None = None
-        for label, (chosen, values) in variants.items():
-            raw = _best_us(lambda c=chosen, v=values: [c.decode(x, EVENT) for x in v], n, repeats)
-            full = _best_us(lambda c=chosen, v=values: [c.decode_event(x) for x in v], n, repeats)
-            base = base or (raw, full)
-            delta_raw, delta_full = raw - base[0], full - base[1]
-            print(f"{label:<18}{raw:>10.2f}{delta_raw:>+10.2f}{full:>14.2f}{delta_full:>+10.2f}")
-        known = variants["registry, newer"][1]
-        prefetch = _best_us(lambda: codec.prefetch(known), n, repeats)
-        print(f"prefetch (every id known), per record: {prefetch:.2f}")
+        # For reference: the newer writer resolved by fastavro, as before serde.projection.
+        resolved = Codec(source)
+        newer_values = variants["registry, newer"][1]
+        resolved.prefetch(newer_values)
+        newer_id = struct.unpack(">I", newer_values[0][1:5])[0]
+        writer_schema, _, _ = resolved._events[newer_id]
+        resolved._events[newer_id] = (writer_schema, source.reader(EVENT), None)
+        variants["registry, newer, no projection"] = (resolved, newer_values)
         decision = local.decode_decision(local.encode_decision(_decision(events[0])))
-        framing = {
-            "local": _best_us(
-                lambda: [local.encode_decision(decision) for _ in events], n, repeats
-            ),
-            "registry": _best_us(
-                lambda: [codec.encode_decision(decision, "charges.corrected") for _ in events],
-                n,
-                repeats,
-            ),
-        }
-        print(f"encode_decision: local {framing['local']:.2f}, registry {framing['registry']:.2f}")
+        runs: dict[str, Callable[[], object]] = {}
+        for label, (chosen, values) in variants.items():
+            runs[f"decode {label}"] = lambda c=chosen, v=values: [c.decode(x, EVENT) for x in v]
+            runs[f"event {label}"] = lambda c=chosen, v=values: [c.decode_event(x) for x in v]
+        runs["prefetch"] = lambda: codec.prefetch(newer_values)
+        runs["encode local"] = lambda: [local.encode_decision(decision) for _ in events]
+        runs["encode registry"] = lambda: [
+            codec.encode_decision(decision, "charges.corrected") for _ in events
+        ]
+        us = {k: v / len(events) * 1e6 for k, v in _interleaved(runs, args.repeats).items()}
+        print(f"{len(events)} events, best of {args.repeats}, microseconds per event")
+        print(f"{'variant':<32}{'decode':>8}{'vs local':>10}{'decode_event':>14}{'vs local':>10}")
+        for label in variants:
+            raw, full = us[f"decode {label}"], us[f"event {label}"]
+            delta_raw, delta_full = raw - us["decode local"], full - us["event local"]
+            print(f"{label:<32}{raw:>8.2f}{delta_raw:>+10.2f}{full:>14.2f}{delta_full:>+10.2f}")
+        print(f"prefetch (every id known), per record: {us['prefetch']:.2f}")
+        encode = us["encode local"], us["encode registry"]
+        print(f"encode_decision: local {encode[0]:.2f}, registry {encode[1]:.2f}")
         print(f"registry requests for all of it: {len(server.requests)}")
         codec.close()
 
