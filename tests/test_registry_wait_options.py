@@ -64,12 +64,15 @@ class Clock:
 
 
 def test_waits_are_bounded_and_readiness_says_why() -> None:
-    clock, health, answered = Clock(), Health(), threading.Event()
+    clock, answered = Clock(), threading.Event()
+    health = Health(clock=clock)
     wait = SchemaWait(30.0, health, answered.set, clock=clock)
     wait.stop.set()  # the backoff returns at once
     unreachable = SchemaUnavailable("schema registry http://r:8081 unavailable: HTTP 503")
+    clock.now += 50.0
     wait.wait(unreachable)
     assert health.readiness() == (False, READINESS_REASON)
+    assert health.is_alive(deadline_s=1.0)  # waiting on purpose is being alive
     clock.now += 29.0
     wait.wait(unreachable)  # still within the limit
     wait.answered()

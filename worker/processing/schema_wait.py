@@ -94,6 +94,9 @@ class SchemaWait:
             )
         if self.health is not None:
             self.health.set_ready(False, READINESS_REASON)
+            # Waiting on purpose, bounded by the limit: alive, so that liveness does not
+            # restart a pod the registry keeps waiting at start (each attempt takes <= ~10 s).
+            self.health.mark_loop_alive()
         self.waits += 1
         self.stop.wait(min(self._next_wait, self.limit_s - silent))
         self._next_wait = min(self._next_wait * 2, LONGEST_WAIT_S)

@@ -1,4 +1,5 @@
-"""The Schema Registry's settings and the errors of worker.serde.schema_registry.
+"""The Schema Registry's settings, the errors of worker.serde.schema_registry, and which
+exceptions mean the registry gave no answer.
 
 Every failure is one of these, so that the caller knows whose fault it is:
 
@@ -151,3 +152,11 @@ def _without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def is_transport_error(error: BaseException) -> bool:
+    """An error of the HTTP stack (httpx or httpx2, httpcore, h11) or of the OS: no answer."""
+    if isinstance(error, OSError):
+        return True
+    roots = ("httpx", "httpx2", "httpcore", "httpcore2", "h11", "ssl")
+    return any(k.__module__.split(".")[0] in roots for k in type(error).__mro__[:-2])

@@ -49,6 +49,7 @@ from worker.serde.registry_settings import (
     SchemaRejected,
     UnknownSchema,
     UnusableSchema,
+    is_transport_error,
 )
 
 log = logging.getLogger(__name__)
@@ -97,14 +98,6 @@ def _name_of(document: Any) -> str:
             return f"{namespace}.{name}"
         return str(kind)
     return "union" if isinstance(document, list) else str(document)
-
-
-def _is_transport_error(error: BaseException) -> bool:
-    """An error of the HTTP stack (httpx or httpx2, httpcore, h11) or of the OS: no answer."""
-    if isinstance(error, OSError):
-        return True
-    roots = ("httpx", "httpx2", "httpcore", "httpcore2", "h11", "ssl")
-    return any(k.__module__.split(".")[0] in roots for k in type(error).__mro__[:-2])
 
 
 class SchemaRegistry:
@@ -391,7 +384,7 @@ class SchemaRegistry:
         except RegistryError:
             raise
         except Exception as error:
-            if _is_transport_error(error):
+            if is_transport_error(error):
                 reason = f"{what}: {type(error).__name__}: {error}"
             elif isinstance(error, ValueError | TypeError | KeyError | AttributeError):
                 # a 2xx answer that is not the registry's JSON (a proxy's page, say)
