@@ -48,8 +48,9 @@ def test_codec_for_reads_the_config_and_the_password_from_the_environment(
     missing_ca = WorkerConfig(
         schema_registry_url="https://registry:8081", schema_registry_ca_file=str(tmp_path / "x")
     )
-    with pytest.raises(SchemaRegistrySetupError):
+    with pytest.raises(SchemaRegistrySetupError) as unusable:
         codec_for(missing_ca, writes={})
+    assert str(tmp_path / "x") in str(unusable.value)
 
 
 # --- waiting for a silent registry ---------------------------------------------------------

@@ -126,8 +126,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # One codec for the events, the worker and the summary (a registry's ids, once).
         outputs = OutputTopics.live(config).schemas()
         writes = {config.input_topic: EVENT, **outputs}
-        codec = codec_for(config, writes=writes, checks=[config.input_topic])
         try:
+            codec = codec_for(config, writes=writes, checks=[config.input_topic])
             produce_events(config, events, codec)
         except (FatalError, SchemaUnavailable) as error:
             print(f"demo: {error}", file=sys.stderr)

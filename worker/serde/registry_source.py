@@ -187,7 +187,9 @@ def codec_for(
     try:
         registry = SchemaRegistry(settings)
     except RegistryConfigError as error:
-        raise SchemaRegistrySetupError(str(error)) from error
+        ca_file = settings.ca_file
+        where = f" (CA file {ca_file})" if ca_file else ""
+        raise SchemaRegistrySetupError(f"{error}{where}") from error
     source = RegistrySource(
         registry, writes=writes, checks=checks, auto_register=config.auto_register_schemas
     )
