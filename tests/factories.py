@@ -64,9 +64,9 @@ def avro_fields(**overrides: Any) -> dict[str, Any]:
     return ChargeEvent.model_validate(event_dict(**overrides)).model_dump()
 
 
-def lean(event: ChargeEvent) -> Charge:
+def lean(event: ChargeEvent | Charge) -> Charge:
     """The pydantic contract model of an event (e.g. read back from a topic) as a Charge."""
-    return charge_from_dict(event.model_dump())
+    return event if isinstance(event, Charge) else charge_from_dict(event.model_dump())
 
 
 def findings(items: tuple[Any, ...]) -> list[dict[str, Any]]:

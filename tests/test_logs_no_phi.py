@@ -136,7 +136,7 @@ def _produce(config: WorkerConfig, events: list[ChargeEvent]) -> dict[TopicParti
         bad_records = [
             (someone, b"\x00\x00"),  # DECODE: shorter than the header
             (someone, valid[:1] + b"\x7f\xff\xff\xff" + valid[5:]),  # SCHEMA: unknown id
-            (b"P77000003", codec.registry.encode(EVENT, no_patient)),  # VALIDATION
+            (b"P77000003", codec.encode(EVENT, no_patient)),  # VALIDATION
             (b"P77000009", codec.encode_event(MISKEYED)),  # re-keyed via repartition
         ]
         for key, value in bad_records:

@@ -124,7 +124,7 @@ def produce_known_input(config: WorkerConfig) -> dict[str, int]:
         producer.send(
             config.input_topic,
             key=b"P90000007",
-            value=codec.registry.encode(EVENT, bad_event),
+            value=codec.encode(EVENT, bad_event),
         )
         producer.send(
             config.input_topic, key=b"not-the-patient", value=codec.encode_event(MISKEYED)

@@ -163,7 +163,7 @@ def test_mis_keyed_event_is_rekeyed_and_decided_with_its_visit(
     assert [r.key for r in repartitioned] == [b"P00000001"]
     assert (
         ChargeEvent.model_validate(
-            CODEC.registry.decode(repartitioned[0].value, "chargecapture.v1.ChargeEvent")
+            CODEC.decode(repartitioned[0].value, "chargecapture.v1.ChargeEvent")
         ).charge_id
         == "M1"
     )

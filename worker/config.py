@@ -65,6 +65,13 @@ class WorkerConfig:
     rules_dir: Path | None = None
     log_level: str = "INFO"
     security: Security = field(default_factory=Security)
+    # Confluent Schema Registry (worker.serde.registry_source); no URL: schemas/registry.json.
+    # Its password is read from CHARGE_CAPTURE_SCHEMA_REGISTRY_PASSWORD only, never a flag.
+    schema_registry_url: str | None = None
+    schema_registry_user: str | None = None
+    schema_registry_ca_file: str | None = None
+    auto_register_schemas: bool = True  # as the Confluent serializers; off: ids looked up
+    schema_registry_outage_s: float = 300.0  # longest wait for a silent registry; then exit 69
 
     @property
     def group(self) -> str:

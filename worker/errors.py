@@ -88,6 +88,30 @@ class ReplayError(ChargeCaptureError):
     """A replay ran but could not finish its job (outputs incomplete, a read stalled)."""
 
 
+# -- the schema registry (worker.serde.registry_source, worker.processing.schema_wait) --------
+
+
+class SchemaUnavailable(ChargeCaptureError):
+    """The schema registry gave no usable answer: no record's fault. Nothing is dead-lettered
+    for it; the batch is read again after a wait (readiness false), and past
+    --schema-registry-outage-s the worker stops (SchemaRegistryOutage)."""
+
+
+class SchemaRegistryOutage(FatalError):
+    """The schema registry did not answer for longer than --schema-registry-outage-s."""
+
+    exit_code = EXIT_UNAVAILABLE
+    summary = "schema registry unreachable for too long; exiting"
+
+
+class SchemaRegistrySetupError(ConfigError):
+    """Our schemas cannot be used with the schema registry as configured: an output subject
+    missing while auto-register is off, a registration refused, credentials refused, or an input
+    subject whose latest schema our reader cannot read."""
+
+    summary = "schemas unusable with the schema registry; exiting"
+
+
 class BrokerStartError(FatalError):
     """The embedded broker did not come up; the message points at its log."""
 

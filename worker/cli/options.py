@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from worker.config import Guarantee, WorkerConfig
+from worker.errors import EXIT_CONFIG
 from worker.kafka.partitioner import Partitioner
 from worker.observability import logs
 
@@ -93,6 +94,7 @@ def from_args(args: argparse.Namespace) -> WorkerConfig:
         value = getattr(args, name, None) or _env(name)
         if value:
             setattr(config.security, name, value)
+    _registry_from_args(args, config)
     return config
 
 
@@ -105,3 +107,67 @@ def cluster_config(args: argparse.Namespace, verb: str) -> WorkerConfig | None:
         print(f"{verb}: no --bootstrap-servers configured", file=sys.stderr)
         return None
     return config
+
+
+# -- Confluent Schema Registry -------------------------------------------------------------
+# One block, added by each verb that reads or writes framed Avro (run, demo, produce, replay).
+
+_REGISTRY = [
+    (
+        "schema_registry_url",
+        str,
+        "Confluent Schema Registry URL (several: comma-separated); default none: the local "
+        "schemas/registry.json ids",
+    ),
+    (
+        "schema_registry_user",
+        str,
+        "registry basic-auth user; the password is read from "
+        "CHARGE_CAPTURE_SCHEMA_REGISTRY_PASSWORD only",
+    ),
+    ("schema_registry_ca_file", str, "CA bundle (file or directory) of an https registry"),
+    (
+        "schema_registry_outage_s",
+        float,
+        "how long a registry may not answer before the worker exits (69); meanwhile batches "
+        "wait, nothing is dead-lettered for it (default 300)",
+    ),
+]
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLEANS.update({"0": False, "false": False, "no": False, "off": False})
+
+
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("schema registry")
+    for name, kind, help_text in _REGISTRY:
+        group.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=help_text)
+    group.add_argument(
+        "--auto-register-schemas",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="register our schemas under <topic>-value at start (default, as the Confluent "
+        "serializers); --no-auto-register-schemas only looks their ids up and stops (78) if "
+        "one is missing",
+    )
+
+
+def _registry_from_args(args: argparse.Namespace, config: WorkerConfig) -> None:
+    for name, kind, _ in _REGISTRY:
+        value = getattr(args, name, None)
+        if value is None and _env(name) is not None:
+            value = kind(_env(name))
+        if value is not None:
+            setattr(config, name, value)
+    auto = getattr(args, "auto_register_schemas", None)
+    text = _env("auto_register_schemas")
+    if auto is None and text is not None:
+        auto = _BOOLEANS.get(text.strip().lower())
+        if auto is None:
+            print(
+                f"charge-capture: {ENV_PREFIX}AUTO_REGISTER_SCHEMAS={text!r}: expected true or "
+                "false",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_CONFIG)
+    if auto is not None:
+        config.auto_register_schemas = auto

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from worker.cli.options import add_arguments, cluster_config
+from worker.cli.options import add_arguments, add_registry_arguments, cluster_config
 from worker.config import WorkerConfig
-from worker.errors import ReplayError
+from worker.errors import EXIT_UNAVAILABLE, FatalError, ReplayError, SchemaUnavailable
 from worker.replay.plan import (
     DEFAULT_DIFF_OUT,
     ReplayOptions,
@@ -54,6 +54,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_arguments(parser)
+    add_registry_arguments(parser)
     parser.add_argument(
         "--topic", default=None, help="source topic (default: --input-topic, charges.captured)"
     )
@@ -140,5 +141,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (ReplayError, TimeoutError) as error:
         print(f"replay failed: {error}", file=sys.stderr)
         return 1
+    except FatalError as error:  # the schema registry refused our schemas, or stayed silent
+        print(f"replay: {error}", file=sys.stderr)
+        return error.exit_code
+    except SchemaUnavailable as error:  # reading the live decisions for --diff
+        print(f"replay: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print(format_report(report), file=sys.stderr)
     return 0

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
-from worker.cli.options import add_arguments, from_args
+from worker.cli.options import add_arguments, add_registry_arguments, from_args
 from worker.config import WorkerConfig
-from worker.errors import FatalError
+from worker.errors import EXIT_UNAVAILABLE, FatalError, SchemaUnavailable
 from worker.kafka.admin import ensure_topics
 from worker.kafka.embedded import EmbeddedBroker
 from worker.kafka.reading import read_to_end
@@ -24,8 +24,12 @@ from worker.observability import logs
 from worker.observability.health import Health
 from worker.observability.http import start_http_server
 from worker.observability.metrics import Metrics
+from worker.processing.outputs import OutputTopics
 from worker.processing.table import latest_decisions
 from worker.runtime.worker import Worker
+from worker.serde.codec import Codec
+from worker.serde.framing import EVENT
+from worker.serde.registry_source import codec_for
 
 log = logging.getLogger("charge_capture")
 
@@ -33,10 +37,12 @@ log = logging.getLogger("charge_capture")
 def add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="the stream worker")
     add_arguments(run)
+    add_registry_arguments(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="embedded broker + a generated day decided end to end")
     add_arguments(demo)
+    add_registry_arguments(demo)
     demo.add_argument("--visits", type=int, default=1000)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument(
@@ -117,15 +123,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"broker: {config.bootstrap_servers}", flush=True)
         events = [ChargeEvent.model_validate(e) for e in generate_events(args.visits, args.seed)]
         started = time.monotonic()
-        produce_events(config, events)
+        # One codec for the events, the worker and the summary (a registry's ids, once).
+        outputs = OutputTopics.live(config).schemas()
+        writes = {config.input_topic: EVENT, **outputs}
+        try:
+            codec = codec_for(config, writes=writes, checks=[config.input_topic])
+            produce_events(config, events, codec)
+        except (FatalError, SchemaUnavailable) as error:
+            print(f"demo: {error}", file=sys.stderr)
+            return error.exit_code if isinstance(error, FatalError) else EXIT_UNAVAILABLE
         server = start_http_server(config.http_port, metrics, health) if config.http_port else None
-        worker = Worker(config, metrics=metrics, health=health)
+        worker = Worker(config, metrics=metrics, health=health, codec=codec)
         thread = threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True)
         thread.start()
         try:
             _wait_until(lambda: worker.caught_up() or not thread.is_alive(), timeout_s=600)
             seconds = time.monotonic() - started
-            print(format_demo_summary(config, len(events), seconds), flush=True)
+            print(format_demo_summary(config, len(events), seconds, codec), flush=True)
             if server is not None:
                 print(f"metrics: http://localhost:{server.port}/metrics", flush=True)
                 _serve(args.serve_seconds, stop)
@@ -134,6 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             thread.join(timeout=30)
             if server is not None:
                 server.close()
+            codec.close()
     return 0
 
 
@@ -156,8 +171,11 @@ def _serve(seconds: float | None, stop: threading.Event) -> None:
     stop.wait(seconds)
 
 
-def format_demo_summary(config: WorkerConfig, events: int, seconds: float) -> str:
-    latest, published = latest_decisions(config, [config.corrected_topic, config.held_topic])
+def format_demo_summary(
+    config: WorkerConfig, events: int, seconds: float, codec: Codec | None = None
+) -> str:
+    topics = [config.corrected_topic, config.held_topic]
+    latest, published = latest_decisions(config, topics, codec)
     dlq = sum(1 for _ in read_to_end(config, [config.dlq_topic]))
     final = Counter(d.status.value for d in latest.values())
     holds: Counter[str] = Counter()

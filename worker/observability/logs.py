@@ -41,8 +41,10 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kafka-python logs connection chatter at INFO; keep it to warnings.
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python logs connection chatter at INFO, the schema registry client's HTTP stack
+    # every request: keep them to warnings.
+    for chatty in ("kafka", "httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def fields(**values: Any) -> dict[str, Any]:

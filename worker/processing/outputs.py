@@ -22,6 +22,7 @@ from worker.config import WorkerConfig
 from worker.kafka.partitioner import key_partition
 from worker.kafka.records import Record, kafka_time
 from worker.serde.codec import Codec, decision_json
+from worker.serde.framing import DEAD_LETTER, DECISION
 
 
 class Outputs(Protocol):
@@ -65,6 +66,11 @@ class OutputTopics:
     def for_ledger(self, ledger: Ledger) -> str:
         return self.held if ledger is Ledger.REVIEW else self.corrected
 
+    def schemas(self) -> dict[str, str]:
+        """Each topic written with a schema of ours, and that record (a registry's subjects);
+        the repartition topic carries the input's bytes, with their ids."""
+        return {self.corrected: DECISION, self.held: DECISION, self.dlq: DEAD_LETTER}
+
 
 class TopicOutputs:
     def __init__(
@@ -83,8 +89,8 @@ class TopicOutputs:
             future.add_errback(self.failed.append)
 
     def decision(self, ledger: Ledger, decision: Decision, charge_body: bytes | None) -> None:
-        value = self.codec.encode_decision(decision, charge_body)
         topic, key = self.topics.for_ledger(ledger), decision.charge_id.encode()
+        value = self.codec.encode_decision(decision, charge_body, topic)
         # The default partitioner's placement, computed here: kafka-python's pure-Python
         # murmur2 is a third of the cost of a send.
         count = self._partitions.get(topic)
@@ -93,8 +99,9 @@ class TopicOutputs:
         self._send(topic, key, value, partition=key_partition(key, count))
 
     def dead_letter(self, record: Record, kind: ErrorKind, message: str) -> None:
-        letter = self.codec.encode_dead_letter(dead_letter_for(record, kind, message))
-        self._send(self.topics.dlq, record.key, letter)
+        dlq = self.topics.dlq
+        letter = self.codec.encode_dead_letter(dead_letter_for(record, kind, message), dlq)
+        self._send(dlq, record.key, letter)
 
     def rekey(self, record: Record, patient: bytes, home: int) -> None:
         assert self.topics.repartition is not None, "these outputs re-key nothing"

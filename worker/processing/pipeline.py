@@ -24,7 +24,7 @@ from rules.charge import Charge, Decision, DecisionSource
 from rules.model import ErrorKind
 from rules.pack import PackSet
 from rules.visit import Publication
-from worker.errors import RecordFailed, UndecidableRecord
+from worker.errors import RecordFailed, SchemaUnavailable, UndecidableRecord
 from worker.kafka.partitioner import home_partition
 from worker.kafka.records import Record, record_time
 from worker.observability.logs import describe_error
@@ -83,6 +83,8 @@ class Processor:
         except UndecidableRecord as bad:
             batch.dead_letter(record.partition, record, bad.kind, bad.message)
             return
+        except SchemaUnavailable:
+            raise  # no fault of the record's: it must not be dead-lettered when read again
         except Exception as error:  # outputs are handed out below: nothing above writes
             raise RecordFailed(where, describe_error(error)) from error
         if rekey:

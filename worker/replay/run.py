@@ -47,6 +47,7 @@ from worker.processing.outputs import (
     TopicOutputs,
 )
 from worker.processing.pipeline import Processor
+from worker.processing.schema_wait import SchemaWait
 from worker.processing.sensor import NullSensor
 from worker.processing.table import latest_decisions
 from worker.replay.diff import diff_decisions, write_diff
@@ -61,6 +62,7 @@ from worker.replay.progress import Progress
 from worker.replay.report import PARTIAL_VISIT_FLAG, ReplayReport, ReportSensor
 from worker.serde.codec import Codec
 from worker.serde.framing import EVENT
+from worker.serde.registry_source import codec_for
 from worker.state.store import PartitionState, new_state
 
 _POLL_RECORDS = 2000
@@ -109,7 +111,7 @@ class _Replayer:
 
     def scan(self, records: list[Record]) -> None:
         """Prefix before the context start: remember its visits, decide nothing."""
-        decode = self.codec.registry.decode
+        decode = self.codec.decode
         for record in records:
             try:
                 body = decode(record.value, EVENT)
@@ -181,6 +183,17 @@ def _close_outputs(outputs: TopicOutputs | FileOutputs) -> None:
         )
 
 
+def _codec_for(options: ReplayOptions) -> Codec:
+    """Over the schema registry when one is configured: shadow topics get their own subjects
+    (`<prefix>charges.corrected-value`, ...); the input is not checked (history may hold
+    older schemas, each decoded by its id)."""
+    writes: dict[str, str] = {}
+    if isinstance(options.output, TopicsOutput):
+        corrected, held, dlq = shadow_topics(options.config, options.output.prefix)
+        writes = OutputTopics(corrected, held, dlq).schemas()
+    return codec_for(options.config, writes=writes)
+
+
 def _check_paths(options: ReplayOptions) -> None:
     output, diff_out = options.output, options.diff_out if options.diff else None
     if not options.config.bootstrap_servers:
@@ -206,25 +219,46 @@ def run_replay(
     _check_paths(options)
     config = options.config
     stream = stderr or sys.stderr
-    codec = codec or Codec()
+    own_codec = codec is None
+    codec = codec or _codec_for(options)
     report = ReplayReport(topic=options.source_topic, output=_describe(options))
     report.warmup = options.warmup is not None
     enabled = stream.isatty() if options.progress is None else options.progress
-    progress = Progress(enabled, stream)
+    try:
+        replayer = _replay(options, codec, report, Progress(enabled, stream))
+        if options.diff:
+            topics = [config.corrected_topic, config.held_topic]
+            live, _ = latest_decisions(config, topics, codec)
+            report.diff = diff_decisions(live, replayer.sensor.latest)
+            if options.diff_out is not None:
+                write_diff(report.diff, options.diff_out)
+    finally:
+        if own_codec:
+            codec.close()
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def _replay(
+    options: ReplayOptions, codec: Codec, report: ReplayReport, progress: Progress
+) -> _Replayer:
+    """Scan, warm up and replay the planned ranges into the outputs."""
     consumer = clients.reader(
-        config,
+        options.config,
         "replay",
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
     outputs: TopicOutputs | FileOutputs | None = None
+    schema_wait = SchemaWait(options.config.schema_registry_outage_s)
     try:
+        schema_wait.open(codec)  # with a schema registry: the shadow topics' ids, once
         ranges = plan_ranges(options, consumer)
         report.ranges = ranges
         report.started_at_beginning = all(r.context_start == r.log_start for r in ranges)
         outputs = _open_outputs(options, codec, len(ranges))
         replayer = _Replayer(options, codec, len(ranges), report)
-        phases = _Phases(consumer, options, replayer, progress)
+        phases = _Phases(consumer, options, replayer, progress, schema_wait)
         if any(r.records for r in ranges):  # nothing replayed: no partial visit to find
             report.scanned_records = phases.run(
                 "scan", {r.partition: (r.log_start, r.context_start) for r in ranges}, None
@@ -246,13 +280,7 @@ def run_replay(
             with contextlib.suppress(Exception):
                 _close_outputs(outputs)
         consumer.close(autocommit=False)
-    if options.diff:
-        live, _ = latest_decisions(config, [config.corrected_topic, config.held_topic], codec)
-        report.diff = diff_decisions(live, replayer.sensor.latest)
-        if options.diff_out is not None:
-            write_diff(report.diff, options.diff_out)
-    report.seconds = time.monotonic() - began
-    return report
+    return replayer
 
 
 class _Phases:
@@ -264,8 +292,10 @@ class _Phases:
         options: ReplayOptions,
         replayer: _Replayer,
         progress: Progress,
+        schema_wait: SchemaWait,
     ) -> None:
         self.consumer = consumer
+        self.schema_wait = schema_wait
         self.topic = options.source_topic
         self.stall_timeout_s = options.stall_timeout_s
         self.replayer = replayer
@@ -289,6 +319,11 @@ class _Phases:
                 stall_timeout_s=self.stall_timeout_s,
                 max_records=_POLL_RECORDS,
             ):
+                # New schema ids fetched before the batch is decided: a silent registry is
+                # waited for (bounded), never a reason to dead-letter (processing.schema_wait).
+                values = [r.value for r in batch]
+                while not self.schema_wait.fetched(self.replayer.codec, values):
+                    pass
                 if outputs is None:
                     self.replayer.scan(batch)
                 else:

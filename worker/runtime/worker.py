@@ -30,10 +30,12 @@ from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics, PrometheusSensor
 from worker.processing.outputs import OutputTopics, TopicOutputs
 from worker.processing.pipeline import Processor
+from worker.processing.schema_wait import SchemaWait
 from worker.runtime.checkpoint import Checkpoint
 from worker.runtime.gauges import Gauges
 from worker.runtime.recovery import Recovery
 from worker.serde.codec import Codec
+from worker.serde.registry_source import codec_for
 from worker.state.store import PartitionState
 
 log = logging.getLogger("charge_capture.worker")
@@ -60,7 +62,8 @@ class Worker:
         self.config = config
         self.metrics = metrics or Metrics()
         self.health = health or Health()
-        self.codec = codec or Codec()
+        live = OutputTopics.live(config)
+        self.codec = codec or codec_for(config, writes=live.schemas(), checks=[config.input_topic])
         self.states: dict[int, PartitionState] = {}
         self.processor = Processor(
             packs or load_packs(config.rules_dir),
@@ -72,6 +75,11 @@ class Worker:
             sensor=PrometheusSensor(self.metrics),
         )
         self.recovery = Recovery(config, self.states, self.metrics, self.health)
+        # A schema registry that does not answer: wait, readiness false (the recovery's own
+        # readiness again once it answers), exit 69 past the limit.
+        self.schema_wait = SchemaWait(
+            config.schema_registry_outage_s, self.health, self.recovery.set_ready
+        )
         self.gauges = Gauges(self.metrics, self.inputs)
         self.restarts = 0
         self._clients: _Clients | None = None
@@ -91,6 +99,10 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Process until `stop` is set, restarting the instance after a failed batch."""
+        # Schema ids of the outputs resolved and the input's schema checked once, before any
+        # client opens (a no-op without a schema registry).
+        if not self.schema_wait.open(self.codec, stop):
+            return
         backoff = 0.5
         while not stop.is_set():
             try:
@@ -200,6 +212,13 @@ class Worker:
         opened = self._clients
         assert opened is not None
         consumer = opened.consumer
+        # A schema registry that does not answer is no record's fault: the poll's new schema
+        # ids are fetched before anything of it is decided, and when the registry is silent
+        # these records are read again after a wait (worker.processing.schema_wait).
+        if not self.schema_wait.fetched(self.codec, (r.value for b in records.values() for r in b)):
+            for tp, partition_records in records.items():
+                consumer.seek(tp, partition_records[0].offset)
+            return
         if self._open is None:
             self._open = Checkpoint(self.config, opened.producer, consumer, self.metrics)
         checkpoint = self._open
