@@ -13,6 +13,7 @@ from rules.traction import (
     EVERY_LINE_HOLDS,
     TRACTION_CORRECTIONS,
     TRACTION_HOLDS,
+    VISIT_RULES,
     VisitContext,
 )
 
@@ -44,17 +45,45 @@ _FIXES = tuple(rule for _, rule in TRACTION_CORRECTIONS)
 _LINE_HOLDS = tuple(rule for _, rule in EVERY_LINE_HOLDS)
 _TRACTION_HOLDS = _LINE_HOLDS + tuple(rule for _, rule in TRACTION_HOLDS)
 
+# A line's own findings (corrections, and the holds that read only the line and the pack),
+# remembered per line object and pack: each event decides its whole visit again, and all but
+# one line of it are the same objects as last time. Pure memoisation, bounded; the visit rules
+# run every time. Keyed by identity: an entry holds its line and pack, so their ids cannot be
+# reused while it lives, and equal-looking lines of different content never share an entry.
+_Own = tuple[Charge, RulePack, Charge, tuple[Correction, ...], tuple[Hold | None, ...]]
+_OWN: dict[tuple[int, int], _Own] = {}
+_OWN_LIMIT = 20_000
 
-def _decide_line(line: Charge, visit: VisitContext) -> Verdict:
+
+def _own_findings(line: Charge, visit: VisitContext) -> _Own:
+    key = (id(line), id(visit.pack))
+    found = _OWN.get(key)
+    if found is not None and found[0] is line and found[1] is visit.pack:
+        return found
     corrections: list[Correction] = []
+    billed = line
+    checks = _LINE_HOLDS
     if line.cpt_code == visit.pack.traction_code:
         for fix in _FIXES:
-            fixed = fix(line, visit)
+            fixed = fix(billed, visit)
             if fixed is not None:
-                line, correction = fixed
+                billed, correction = fixed
                 corrections.append(correction)
         checks = _TRACTION_HOLDS
-    else:
-        checks = _LINE_HOLDS
-    holds = [found for check in checks if (found := check(line, visit)) is not None]
-    return Verdict(billed=line, corrections=tuple(corrections), holds=tuple(holds))
+    own = tuple(None if check in VISIT_RULES else check(billed, visit) for check in checks)
+    if len(_OWN) >= _OWN_LIMIT:
+        _OWN.clear()
+    found = _OWN[key] = (line, visit.pack, billed, tuple(corrections), own)
+    return found
+
+
+def _decide_line(line: Charge, visit: VisitContext) -> Verdict:
+    _, _, billed, corrections, own = _own_findings(line, visit)
+    checks = _TRACTION_HOLDS if len(own) == len(_TRACTION_HOLDS) else _LINE_HOLDS
+    holds = []
+    for check, found in zip(checks, own, strict=True):
+        if check in VISIT_RULES:
+            found = check(billed, visit)
+        if found is not None:
+            holds.append(found)
+    return Verdict(billed=billed, corrections=corrections, holds=tuple(holds))

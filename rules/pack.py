@@ -107,6 +107,7 @@ class RulePack:
     source: str = field(default="", compare=False)  # the file it was read from
     # supporting_diagnoses indexed by their code, so a lookup tries a code's few prefixes
     # instead of scanning the whole list: this runs for every traction line.
+    _gp_payer_from: Mapping[str, dt.date] = field(default_factory=dict, repr=False, compare=False)
     _support_index: Mapping[str, tuple[SupportingDiagnosis, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -120,6 +121,12 @@ class RulePack:
         for entry in self.supporting_diagnoses:
             index.setdefault(entry.code, []).append(entry)
         object.__setattr__(self, "_support_index", {k: tuple(v) for k, v in index.items()})
+        starts: dict[str, dt.date] = {}
+        for payer in self.gp_payers:  # the earliest date a payer's GP requirement applies
+            starts[payer.payer_id] = min(
+                payer.effective_from, starts.get(payer.payer_id, dt.date.max)
+            )
+        object.__setattr__(self, "_gp_payer_from", starts)
 
     @property
     def ref(self) -> RulePackRef:
@@ -128,7 +135,8 @@ class RulePack:
     def gp_required(self, plan_type: PlanType, payer_id: str, day: dt.date) -> bool:
         if plan_type in self.gp_plan_types:
             return True
-        return any(p.applies(payer_id, day) for p in self.gp_payers)
+        start = self._gp_payer_from.get(payer_id)
+        return start is not None and start <= day
 
     def supporting(self, icd10: str, day: dt.date) -> bool:
         index = self._support_index

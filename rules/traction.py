@@ -61,6 +61,9 @@ HoldRule = Callable[[Charge, VisitContext], Hold | None]
 TRACTION_CORRECTIONS: list[tuple[str, CorrectionRule]] = []
 TRACTION_HOLDS: list[tuple[str, HoldRule]] = []
 EVERY_LINE_HOLDS: list[tuple[str, HoldRule]] = []
+# Hold rules that read other lines of the visit; every other rule reads its line and the pack
+# only, so the engine may remember its finding for a line (rules.engine).
+VISIT_RULES: set[HoldRule] = set()
 
 
 def correction(rule_id: str) -> Callable[[CorrectionRule], CorrectionRule]:
@@ -71,9 +74,16 @@ def correction(rule_id: str) -> Callable[[CorrectionRule], CorrectionRule]:
     return register
 
 
-def hold(rule_id: str, *, every_line: bool = False) -> Callable[[HoldRule], HoldRule]:
+def hold(
+    rule_id: str, *, every_line: bool = False, reads_visit: bool = False
+) -> Callable[[HoldRule], HoldRule]:
+    """Register a hold rule: on every line or on 97012 lines; `reads_visit`: it looks at the
+    visit's other lines (not only its own line and the pack)."""
+
     def register(rule: HoldRule) -> HoldRule:
         (EVERY_LINE_HOLDS if every_line else TRACTION_HOLDS).append((rule_id, rule))
+        if reads_visit:
+            VISIT_RULES.add(rule)
         return rule
 
     return register
@@ -194,7 +204,7 @@ def too_many_modifiers(line: Charge, visit: VisitContext) -> Hold | None:
     )
 
 
-@hold("NCCI_PTP", every_line=True)
+@hold("NCCI_PTP", every_line=True, reads_visit=True)
 def ncci_ptp(line: Charge, visit: VisitContext) -> Hold | None:
     """Official NCCI pairs loaded into the pack: the column-2 line is the one held.
 
@@ -236,7 +246,7 @@ def ncci_ptp(line: Charge, visit: VisitContext) -> Hold | None:
     return None
 
 
-@hold("MUE_EXCEEDED", every_line=True)
+@hold("MUE_EXCEEDED", every_line=True, reads_visit=True)
 def mue_exceeded(line: Charge, visit: VisitContext) -> Hold | None:
     """Official MUE limits loaded into the pack (97012 itself is TRACTION_UNITS)."""
     limit = visit.pack.mue_limits.get(line.cpt_code)
@@ -261,7 +271,7 @@ def mue_exceeded(line: Charge, visit: VisitContext) -> Hold | None:
 # --- holds on 97012 lines ------------------------------------------------------------------
 
 
-@hold("TRACTION_DUPLICATE")
+@hold("TRACTION_DUPLICATE", reads_visit=True)
 def traction_duplicate(line: Charge, visit: VisitContext) -> Hold | None:
     same_day = visit.ids_by_code[line.cpt_code]  # ordered by (occurred_at, charge_id)
     standing = same_day[0]
@@ -294,7 +304,7 @@ def not_mechanical_traction(line: Charge, visit: VisitContext) -> Hold | None:
     return _hold("NOT_MECHANICAL_TRACTION", f"Method {method}: {text}")
 
 
-@hold("FLEXION_DISTRACTION")
+@hold("FLEXION_DISTRACTION", reads_visit=True)
 def flexion_distraction(line: Charge, visit: VisitContext) -> Hold | None:
     if not line.traction or line.traction.method != TractionMethod.FLEXION_DISTRACTION:
         return None
@@ -327,7 +337,7 @@ def _has_distinct(pack: RulePack, lines: list[Charge]) -> bool:
     return any(pack.distinct_modifiers.intersection(line.modifiers) for line in lines)
 
 
-@hold("DISTINCT_MODIFIER_MISSING")
+@hold("DISTINCT_MODIFIER_MISSING", reads_visit=True)
 def distinct_modifier_missing(line: Charge, visit: VisitContext) -> Hold | None:
     pack = visit.pack
     if pack.distinct_modifiers.intersection(line.modifiers):

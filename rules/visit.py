@@ -127,6 +127,27 @@ def fingerprint(verdict: Verdict, source_digest: bytes) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+# The last fingerprint of each line object, with the verdict it was computed for: a visit is
+# decided again on every event, and a line whose verdict equals the last one has the same
+# fingerprint. Identity-keyed and bounded, as rules.engine's cache of a line's own findings.
+_LAST: dict[int, tuple[Charge, bytes, Verdict | None, int]] = {}
+_LAST_LIMIT = 20_000
+
+
+def line_fingerprint(line: Charge, verdict: Verdict) -> int:
+    """`fingerprint(verdict, content_digest(line))`, remembered for the line's last verdict."""
+    last = _LAST.get(id(line))
+    if last is None or last[0] is not line:
+        last = (line, content_digest(line), None, 0)
+    elif last[2] is not None and last[2] == verdict:
+        return last[3]
+    value = fingerprint(verdict, last[1])
+    if len(_LAST) >= _LAST_LIMIT:
+        _LAST.clear()
+    _LAST[id(line)] = (line, last[1], verdict, value)
+    return value
+
+
 class Visit:
     """One patient on one date of service: each charge's winning event and last decision."""
 
@@ -141,9 +162,6 @@ class Visit:
         self.key = key
         self.charges: dict[str, Charge] = charges if charges is not None else {}
         self.published: dict[str, Published] = published if published is not None else {}
-
-    def _source_digest(self, charge_id: str) -> bytes:
-        return content_digest(self.charges[charge_id])
 
     def active_lines(self) -> list[Charge]:
         return [c for c in self.charges.values() if c.event_type == EventType.UPSERT]
@@ -177,7 +195,7 @@ class Visit:
         flags: tuple[str, ...],
     ) -> Iterator[Publication]:
         before = self.published.get(charge_id)
-        digest = fingerprint(verdict, self._source_digest(charge_id))
+        digest = line_fingerprint(self.charges[charge_id], verdict)
         if before is not None and before.fingerprint == digest:
             return
         version = before.version + 1 if before else 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from kafka import KafkaProducer
 
@@ -19,6 +19,7 @@ from rules.charge import Decision
 from rules.model import DeadLetter, ErrorKind
 from rules.visit import Ledger
 from worker.config import WorkerConfig
+from worker.kafka.fast_send import FastSend
 from worker.kafka.partitioner import key_partition
 from worker.kafka.records import Record, kafka_time
 from worker.serde.codec import Codec, decision_json
@@ -77,14 +78,18 @@ class TopicOutputs:
         self, producer: KafkaProducer, topics: OutputTopics, codec: Codec, *, collect: bool
     ) -> None:
         self.producer = producer
+        self.fast = FastSend(producer)
         self.topics = topics
         self.codec = codec
         self._partitions: dict[str, int] = {}  # partition count per output topic
         # Outside a transaction nothing else notices a failed send: collect each failure.
         self.failed: list[BaseException] | None = [] if collect else None
 
-    def _send(self, topic: str, key: bytes | None, value: bytes, **options: object) -> None:
-        future = self.producer.send(topic, key=key, value=value, **options)
+    def _send(self, topic: str, key: bytes | None, value: bytes, **options: Any) -> None:
+        if "partition" in options:
+            future = self.fast.send(topic, key=key, value=value, **options)
+        else:
+            future = self.producer.send(topic, key=key, value=value, **options)
         if self.failed is not None:
             future.add_errback(self.failed.append)
 

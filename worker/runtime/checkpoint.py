@@ -27,10 +27,11 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.config import Guarantee, WorkerConfig
 from worker.kafka.deadlines import with_deadline
+from worker.kafka.fast_send import FastSend
 from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics
 from worker.processing.batch import Batch
-from worker.processing.outputs import Outputs
+from worker.processing.outputs import TopicOutputs
 from worker.processing.pipeline import Processor
 from worker.state.changelog import offset_headers
 from worker.state.store import PartitionState
@@ -74,16 +75,17 @@ class Checkpoint:
             del self.next_offsets[tp]
 
     def run(
-        self, processor: Processor, outputs: Outputs, states: Mapping[int, PartitionState]
+        self, processor: Processor, outputs: TopicOutputs, states: Mapping[int, PartitionState]
     ) -> None:
         """Steps 1 to 5."""
         if self.exactly_once:
             self.producer.begin_transaction()
+        outputs.fast.begin()
         processor.emit(self.batch, outputs)
-        self.write_changelog(states)
+        self.write_changelog(states, outputs.fast)
         self.commit()
 
-    def write_changelog(self, states: Mapping[int, PartitionState]) -> None:
+    def write_changelog(self, states: Mapping[int, PartitionState], fast: FastSend) -> None:
         """Step 3: each touched partition's changed visits, headed with the batch's offsets."""
         last_offsets: dict[int, dict[str, int]] = {}
         for tp, next_offset in self.next_offsets.items():
@@ -93,13 +95,7 @@ class Checkpoint:
             state.sweep()
             headers = offset_headers(offsets)
             for write in state.take_writes():
-                self.producer.send(
-                    self.config.changelog_topic,
-                    key=write.key,
-                    value=write.value,
-                    partition=number,
-                    headers=headers,
-                )
+                fast.send(self.config.changelog_topic, number, write.key, write.value, headers)
 
     def commit(self) -> None:
         """Steps 4 and 5."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from rules.charge import Charge, DecisionSource
 from rules.model import ErrorKind
 from rules.pack import PackNotInForce, PackSet
-from rules.visit import Publication, VisitBook, VisitKey
+from rules.visit import Publication, Visit, VisitBook, VisitKey
 from worker.config import WorkerConfig
 from worker.errors import TopicLayoutError, UndecidableRecord
 from worker.state.changelog import (
@@ -67,6 +67,13 @@ class PartitionState:
     # is wrong under another, so the changelog records it and restoration checks it.
     layout: str = ""
     codec: VisitCodec = field(default_factory=default_visit_codec, repr=False)
+    # Visits by date of service and retired charges by the day their memory counts from, so a
+    # sweep looks at what is due, not at every visit and charge it holds.
+    _visits_by_day: dict[dt.date, set[VisitKey]] = field(default_factory=dict, repr=False)
+    _retired_by_day: dict[dt.date, set[str]] = field(default_factory=dict, repr=False)
+    # Dates before which a visit is expired / a retired charge forgotten, for the watermark
+    # they were computed from (None: nothing is).
+    _cutoffs: tuple[dt.datetime | None, dt.date | None, dt.date | None] = (None, None, None)
 
     # -- event time -------------------------------------------------------------------------
 
@@ -81,16 +88,31 @@ class PartitionState:
         if self.watermark is None or event.occurred_at > self.watermark:
             self.watermark = event.occurred_at
 
-    def _older_than(self, day: dt.date, span: dt.timedelta) -> bool:
-        if self.watermark is None:
-            return False
+    def _cutoff(self, span: dt.timedelta) -> dt.date | None:
+        assert self.watermark is not None
         try:
-            return day + span < self.watermark.date()
-        except OverflowError:  # within `span` of the calendar's end (9999-12-31): not old
-            return False
+            return self.watermark.date() - span
+        except OverflowError:  # within `span` of the calendar's start: nothing is that old
+            return None
+
+    def _before(self) -> tuple[dt.date | None, dt.date | None]:
+        """(expired before, forgotten before), for the current watermark."""
+        at, expire, forget = self._cutoffs
+        if at is not self.watermark:
+            if self.watermark is None:
+                expire = forget = None
+            else:
+                expire, forget = self._cutoff(self.retention), self._cutoff(self.version_memory)
+            self._cutoffs = (self.watermark, expire, forget)
+        return expire, forget
 
     def is_expired(self, key: VisitKey) -> bool:
-        return self._older_than(key.date_of_service, self.retention)
+        expire = self._before()[0]
+        return expire is not None and key.date_of_service < expire
+
+    def _beyond_memory(self, day: dt.date) -> bool:
+        forget = self._before()[1]
+        return forget is not None and day < forget
 
     def expire_if_due(self, key: VisitKey) -> bool:
         """Retire an expired visit before it is touched; True when `key` is expired.
@@ -104,15 +126,40 @@ class PartitionState:
         return True
 
     def _retire(self, key: VisitKey) -> None:
-        visit = self.book.drop_visit(key)
+        visit = self._drop_visit(key)
         if visit is None:
             return
         self.expired.add(key)
         for charge_id, published in visit.published.items():
             event = visit.charges[charge_id]
             won_by = (event.occurred_at, event.event_id)
-            self.retired[charge_id] = Retired(published, key.date_of_service, won_by)
+            self._put_retired(charge_id, Retired(published, key.date_of_service, won_by))
             self.retired_changed.add(charge_id)
+
+    def _indexed(self, key: VisitKey) -> None:
+        self._visits_by_day.setdefault(key.date_of_service, set()).add(key)
+
+    def _drop_visit(self, key: VisitKey) -> Visit | None:
+        day = self._visits_by_day.get(key.date_of_service)
+        if day is not None:
+            day.discard(key)
+            if not day:
+                del self._visits_by_day[key.date_of_service]
+        return self.book.drop_visit(key)
+
+    def _put_retired(self, charge_id: str, retired: Retired) -> None:
+        self._drop_retired(charge_id)
+        self.retired[charge_id] = retired
+        self._retired_by_day.setdefault(retired.last_seen, set()).add(charge_id)
+
+    def _drop_retired(self, charge_id: str) -> None:
+        retired = self.retired.pop(charge_id, None)
+        if retired is not None:
+            day = self._retired_by_day.get(retired.last_seen)
+            if day is not None:
+                day.discard(charge_id)
+                if not day:
+                    del self._retired_by_day[retired.last_seen]
 
     def _history(self, event: Charge) -> Retired | None:
         """The retired record a charge that no live visit holds resumes from, if any."""
@@ -124,17 +171,21 @@ class PartitionState:
         return retired
 
     def _forgotten(self, retired: Retired) -> bool:
-        return self._older_than(retired.last_seen, self.version_memory)
+        return self._beyond_memory(retired.last_seen)
 
     def sweep(self) -> None:
         """Expire every visit past retention and forget retired charges past the version
-        memory (keeps memory bounded between events)."""
-        for key in [k for k in self.book.visits if self.is_expired(k)]:
-            self._retire(key)
-        for charge_id, retired in list(self.retired.items()):
-            if self._forgotten(retired):
-                del self.retired[charge_id]
-                self.retired_changed.add(charge_id)
+        memory (keeps memory bounded between events). Looks only at the days that are due."""
+        expire, forget = self._before()
+        if expire is not None:
+            for day in sorted(d for d in self._visits_by_day if d < expire):
+                for key in sorted(self._visits_by_day.get(day, ())):
+                    self._retire(key)
+        if forget is not None:
+            for day in sorted(d for d in self._retired_by_day if d < forget):
+                for charge_id in sorted(self._retired_by_day.get(day, ())):
+                    self._drop_retired(charge_id)
+                    self.retired_changed.add(charge_id)
 
     def forget_writes(self) -> None:
         """Drop the pending changelog bookkeeping (replay keeps no changelog)."""
@@ -171,7 +222,7 @@ class PartitionState:
             raise UndecidableRecord(ErrorKind.VALIDATION, str(missing)) from missing
         self.observe(event, rekeyed)
         key = VisitKey.of(event)
-        if self._older_than(key.date_of_service, self.version_memory):
+        if self._beyond_memory(key.date_of_service):
             raise UndecidableRecord(
                 ErrorKind.VALIDATION,
                 f"date of service is more than {self.version_memory.days} days before this "
@@ -188,10 +239,11 @@ class PartitionState:
         changed = self.book.apply(event)
         if history is not None and key in changed:
             self.book.visits[key].published.setdefault(event.charge_id, history.published)
-            del self.retired[event.charge_id]
+            self._drop_retired(event.charge_id)
             self.retired_changed.add(event.charge_id)
         out: list[Publication] = []
         for visit_key in changed:
+            self._indexed(visit_key)
             visit = self.book.visits[visit_key]
             flags = (EXPIRED_FLAG,) if expired and visit_key == key else ()
             out += visit.publish_changes(packs.for_date(visit_key.date_of_service), source, flags)
@@ -230,14 +282,15 @@ class PartitionState:
             return
         if key.startswith(RETIRED_PREFIX):
             charge_id = key[len(RETIRED_PREFIX) :].decode()
-            self.retired.pop(charge_id, None)
+            self._drop_retired(charge_id)
             if value is not None:
-                self.retired[charge_id] = decode_retired(value)
+                self._put_retired(charge_id, decode_retired(value))
             return
         visit_key = visit_key_from_bytes(key)
-        self.book.drop_visit(visit_key)
+        self._drop_visit(visit_key)
         if value is not None:
             self.book.add_visit(self.codec.decode(visit_key, value))
+            self._indexed(visit_key)
 
 
 def new_state(config: WorkerConfig, partition: int, partitions: int = 0) -> PartitionState:

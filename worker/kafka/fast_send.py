@@ -1,0 +1,83 @@
+"""A cheaper `KafkaProducer.send` for the worker's checkpoints (kafka-python 3.0).
+
+Profiled, kafka-python's `send` is the worker's largest single cost: per record it validates
+headers, asks the cluster metadata, runs the pure-Python murmur2 partitioner, takes the
+transaction manager's lock three times and logs at DEBUG with eagerly formatted arguments.
+At a checkpoint the worker already knows each record's partition, that the topics exist and
+that a transaction is open, so `FastSend` appends to the producer's own record accumulator
+directly, tells the transaction manager about a partition once per transaction, and wakes the
+sender thread as `send` does. What it skips is checked once per batch (metadata) or is caught
+at commit (a failed transaction), which aborts the batch like any other failure.
+
+It reaches into three private attributes of KafkaProducer (`_accumulator`, `_sender`,
+`_transaction_manager`), pinned by the dependency (kafka-python >=3.0,<4); when any is missing
+it falls back to `send`, so an upgrade degrades speed, not correctness.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import MessageSizeTooLargeError
+from kafka.record.default_records import DefaultRecordBatchBuilder
+from kafka.structs import TopicPartition
+
+Headers = list[tuple[str, bytes]]
+
+
+class FastSend:
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        self._accumulator = getattr(producer, "_accumulator", None)
+        self._sender = getattr(producer, "_sender", None)
+        self._transactions = getattr(producer, "_transaction_manager", None)
+        self._max_size = int(producer.config["max_request_size"])
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
+        self._added: set[TopicPartition] = set()  # partitions known to the open transaction
+        self._fast = self._accumulator is not None and self._sender is not None
+
+    def begin(self) -> None:
+        """A transaction begins: its partitions are announced again as they are used."""
+        self._added.clear()
+
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Any:
+        """Like `KafkaProducer.send` with an explicit partition; the record's future."""
+        if not self._fast:
+            return self.producer.send(
+                topic,
+                key=key,
+                value=value,
+                partition=partition,
+                headers=headers,
+                timestamp_ms=timestamp_ms,
+            )
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
+        if size > self._max_size:  # the error and message `send` gives
+            raise MessageSizeTooLargeError(
+                f"The message is {size} bytes when serialized which is larger than the maximum "
+                "request size you have configured with the max_request_size configuration"
+            )
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+        if self._transactions is not None and tp not in self._added:
+            if self._transactions.is_transactional():
+                self._transactions.maybe_add_partition_to_transaction(tp)
+            self._added.add(tp)
+        assert self._accumulator is not None and self._sender is not None
+        future, full, new_batch, _ = self._accumulator.append(
+            tp, timestamp_ms, key, value, headers or [], now=time.monotonic()
+        )
+        if full or new_batch:
+            self._sender.wakeup()
+        return future
