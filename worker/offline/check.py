@@ -8,18 +8,17 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
-
 from rules.engine import Verdict
 from rules.model import ChargeEvent, DecisionStatus
-from rules.pack import PackNotInForce, PackSet
+from rules.pack import PackSet
 from rules.visit import decide_events
-from worker.serde.codec import describe
+from worker.errors import NothingUsable, OutputUnwritable
+from worker.offline import jsonlines
 
 
 @dataclass
@@ -31,21 +30,15 @@ class CheckReport:
     seconds: float = 0.0
 
 
-def read_events(lines: IO[str], report: CheckReport, packs: PackSet) -> Iterator[ChargeEvent]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            event = ChargeEvent.model_validate_json(line)
-            packs.for_date(event.date_of_service)
-        except ValidationError as error:
-            report.rejected.append(f"line {number}: {describe(error)}")
-            continue
-        except PackNotInForce as missing:
-            report.rejected.append(f"line {number}: {missing}")
-            continue
+def read_events(lines: IO[Any], report: CheckReport, packs: PackSet) -> Iterator[ChargeEvent]:
+    for event in jsonlines.read_events(lines, report.rejected, _in_force(packs)):
         report.events += 1
         yield event
+
+
+def _in_force(packs: PackSet) -> Callable[[ChargeEvent], object]:
+    """Refuses an event no pack is in force for (PackNotInForce: its date and the earliest)."""
+    return lambda event: packs.for_date(event.date_of_service)
 
 
 def decision_line(charge: ChargeEvent, verdict: Verdict | None) -> dict[str, Any]:
@@ -83,12 +76,12 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
+def run_check(source: IO[Any], out: IO[str], packs: PackSet) -> CheckReport:
     with gc_paused():
         return _run_check(source, out, packs)
 
 
-def _run_check(source: IO[str], out: IO[str], packs: PackSet) -> CheckReport:
+def _run_check(source: IO[Any], out: IO[str], packs: PackSet) -> CheckReport:
     report = CheckReport()
     started = time.perf_counter()
     finals = decide_events(read_events(source, report, packs), packs)
@@ -117,13 +110,22 @@ def format_summary(report: CheckReport) -> str:
 
 
 def check_file(path: Path, out_path: Path | None, packs: PackSet) -> CheckReport:
-    with path.open(encoding="utf-8") as source:
+    """Decide the events of `path` into `out_path` (None: stdout); rejected lines and the
+    summary go to stderr. NothingUsable (exit 65) when no event was decided."""
+    with jsonlines.open_input(path) as source:
         if out_path is None:
             report = run_check(source, sys.stdout, packs)
         else:
-            with out_path.open("w", encoding="utf-8") as out:
+            try:
+                out = out_path.open("w", encoding="utf-8")
+            except OSError as error:
+                raise OutputUnwritable(f"{out_path}: {error.strerror}") from None
+            with out:
                 report = run_check(source, out, packs)
     for problem in report.rejected:
         print(f"rejected {problem}", file=sys.stderr)
     print(format_summary(report), file=sys.stderr)
+    if report.events == 0:
+        reason = "every line was rejected" if report.rejected else "it holds no event"
+        raise NothingUsable(f"{path}: nothing decided: {reason}")
     return report
