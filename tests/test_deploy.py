@@ -358,6 +358,19 @@ def test_every_alert_has_runbook_severity_and_a_unit_test() -> None:
         assert any(not c["exp_alerts"] for c in mine), f"{name}: no quiet case"
 
 
+def test_the_dlq_runbook_promises_no_command_that_does_not_exist() -> None:
+    from worker.cli import build_parser
+
+    readme = " ".join((DEPLOY / "README.md").read_text().split())
+    runbook = readme[readme.index("### ChargeCaptureDLQRateHigh") :].split("### ", 2)[1]
+    verbs = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert "redrive" not in verbs and "re-drive" not in verbs
+    assert "re-drive the DLQ records" not in runbook
+    assert "There is no re-drive command" in runbook
+    for verb in re.findall(r"`charge-capture (\w+)", runbook):
+        assert verb in verbs, verb
+
+
 def dashboard_exprs() -> Iterator[str]:
     def walk(node: Any) -> Iterator[str]:
         if isinstance(node, dict):
