@@ -10,7 +10,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class EventType(StrEnum):
@@ -141,6 +141,21 @@ class ChargeEvent(_Frozen):
     documentation: Documentation
     abn_on_file: bool
     place_of_service: str
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_text_in_json(cls, value: object, info: ValidationInfo) -> object:
+        # JSON input carries ISO-8601 text (docs/data-flow.md). pydantic would also take a
+        # number (or a numeric string) as Unix seconds: 1767225600000 meant as milliseconds
+        # becomes the year 57970, so a number is refused rather than guessed at. Avro input
+        # (python mode) is unaffected: timestamp-millis arrives as a datetime.
+        if info.mode != "json":
+            return value
+        if isinstance(value, int | float) or (
+            isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+        ):
+            raise ValueError("must be ISO-8601 text (e.g. 2026-03-02T14:05:00Z), not a number")
+        return value
 
     @field_validator("occurred_at")
     @classmethod

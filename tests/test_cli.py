@@ -121,7 +121,13 @@ def test_topics_then_produce(broker: BrokerInfo, topic_prefix: str, tmp_path: Pa
         admin.close()
     day = tmp_path / "day.jsonl"
     day.write_text(_line(event_id="E1") + "\n" + _line(event_id="E2", patient_id="P2") + "\n")
-    assert main(["produce", str(day), *common]) == 0
+    produce = [
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--input-topic",
+        f"{topic_prefix}.in",
+    ]
+    assert main(["produce", str(day), *produce]) == 0  # only the flags produce takes
     records = list(read_to_end(broker.bootstrap_servers, [f"{topic_prefix}.in"]))
     codec = Codec()
     decoded = {r.key: ChargeEvent.model_validate(codec.decode(r.value, EVENT)) for r in records}

@@ -6,11 +6,16 @@ stdout, then scrapes the URL it printed while it is still serving.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -110,3 +115,63 @@ def test_demo_summary_matches_its_metrics(
     assert consumed == events
     dlq = sum(v for (name, _), v in samples.items() if name == "charge_capture_dlq_records_total")
     assert dlq == dead_lettered
+
+    # The demo's events occur just before it runs, so event-to-decision latency is the
+    # pipeline's (seconds), not the months since a fixed sample day.
+    latency = "charge_capture_event_to_decision_seconds_bucket"
+    observed = samples[(latency, frozenset({("le", "+Inf")}))]
+    assert observed == sum(rows.values()) > 0
+    assert samples[(latency, frozenset({("le", "300.0")}))] == observed
+
+
+def _run_in_a_terminal(args: list[str], stop: str, timeout_s: float = TIMEOUT_S) -> tuple[int, str]:
+    """Run `args` on a pseudo-terminal (stdin a tty, as with `make demo`); once it asks to be
+    stopped, send `stop` (ctrl-c: the terminal's ^C, which signals the whole foreground
+    process group; sigterm: to the process alone). Its exit code and everything it printed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the demo
+        os.execve(
+            args[0],
+            args,
+            {k: v for k, v in os.environ.items() if not k.startswith("CHARGE_CAPTURE_")},
+        )
+    output = bytearray()
+    sent_at: float | None = None
+    deadline = time.monotonic() + timeout_s
+    status = None
+    try:
+        while status is None:
+            if select.select([fd], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the child has exited
+                    output += os.read(fd, 65536)
+            if sent_at is None and b"press Enter or Ctrl-C to stop" in output:
+                sent_at = time.monotonic()
+                if stop == "ctrl-c":
+                    os.write(fd, b"\x03")
+                else:
+                    os.kill(pid, signal.SIGTERM)
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(raw)
+            elif time.monotonic() > deadline or (sent_at and time.monotonic() - sent_at > 15):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"still running after {stop}:\n{output.decode()[-3000:]}")
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 65536):
+                output += chunk
+    finally:
+        os.close(fd)
+    assert sent_at is not None, output.decode()[-3000:]
+    return status, output.decode(errors="replace")
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_demo_in_a_terminal_stops_cleanly_on_ctrl_c_and_sigterm(stop: str) -> None:
+    """Its own embedded broker, as `make demo` runs it: a ^C reaches the demo, which stops its
+    clients before the broker under them, so nothing logs an error on the way out."""
+    args = [str(CHARGE_CAPTURE), "demo", "--visits", "50", "--http-port", str(free_port())]
+    code, output = _run_in_a_terminal(args, stop)
+    assert code == 0, output[-3000:]
+    assert '"level": "ERROR"' not in output and "Traceback" not in output, output[-3000:]
+    assert METRICS_RE.search(output.replace("\r\n", "\n"))

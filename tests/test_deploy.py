@@ -44,8 +44,12 @@ def k8s_objects() -> list[dict[str, Any]]:
     return [doc for res in kustomization["resources"] for doc in load_all(K8S / res)]
 
 
-def by_kind(kind: str) -> dict[str, Any]:
-    (obj,) = [o for o in k8s_objects() if o["kind"] == kind]
+def by_kind(kind: str, name: str | None = None) -> dict[str, Any]:
+    (obj,) = [
+        o
+        for o in k8s_objects()
+        if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
     return obj
 
 
@@ -61,7 +65,7 @@ def probe_port_ok(probe: dict[str, Any], container: dict[str, Any]) -> bool:
 def test_kustomization_resources_all_parse() -> None:
     kinds = {o["kind"] for o in k8s_objects()}
     assert kinds >= {
-        "Deployment",
+        "StatefulSet",
         "Service",
         "ConfigMap",
         "Secret",
@@ -72,8 +76,8 @@ def test_kustomization_resources_all_parse() -> None:
     assert [i["name"] for i in kustomization["images"]] == [IMAGE]
 
 
-def test_deployment_image_port_probes_and_non_root() -> None:
-    dep = by_kind("Deployment")
+def test_statefulset_image_port_probes_and_non_root() -> None:
+    dep = by_kind("StatefulSet")
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"].split(":")[0] == IMAGE
@@ -86,13 +90,13 @@ def test_deployment_image_port_probes_and_non_root() -> None:
     assert pod["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    # selector must match the pod labels, or the Deployment is rejected
+    # selector must match the pod labels, or the StatefulSet is rejected
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_deployment_config_and_sasl_come_from_configmap_and_secret() -> None:
-    container = by_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+def test_statefulset_config_and_sasl_come_from_configmap_and_secret() -> None:
+    container = by_kind("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     cm, secret = by_kind("ConfigMap"), by_kind("Secret")
     assert {"configMapRef": {"name": cm["metadata"]["name"]}} in container["envFrom"]
     for key in (
@@ -122,8 +126,9 @@ def test_every_configmap_setting_is_a_worker_option_with_a_valid_value(
 
 
 def test_service_pdb_and_podmonitor_select_the_pods() -> None:
-    labels = by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
-    svc, pdb, mon = by_kind("Service"), by_kind("PodDisruptionBudget"), by_kind("PodMonitor")
+    labels = by_kind("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    svc, pdb = by_kind("Service", "charge-capture"), by_kind("PodDisruptionBudget")
+    mon = by_kind("PodMonitor")
     assert svc["spec"]["selector"].items() <= labels.items()
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert mon["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -132,6 +137,100 @@ def test_service_pdb_and_podmonitor_select_the_pods() -> None:
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
     # job="charge-capture" is what the alert rules select on
     assert labels[mon["spec"]["jobLabel"]] == "charge-capture"
+
+
+def test_each_pod_gets_its_pod_name_as_a_stable_distinct_instance_id() -> None:
+    sts = by_kind("StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["CHARGE_CAPTURE_INSTANCE_ID"]["valueFrom"]["fieldRef"]
+    assert ref["fieldPath"] == "metadata.name"  # charge-capture-0, -1, ...: per pod, stable
+    # one shared value would make every pod fence the others
+    assert "CHARGE_CAPTURE_INSTANCE_ID" not in by_kind("ConfigMap")["data"]
+    governing = by_kind("Service", sts["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"  # headless, as a StatefulSet needs
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert governing["spec"]["selector"].items() <= labels.items()
+    assert sts["spec"]["replicas"] > 1 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+
+
+def test_an_init_container_creates_the_topics_with_the_workers_settings() -> None:
+    pod = by_kind("StatefulSet")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (worker,) = pod["containers"]
+    assert init["args"] == ["topics"] and init["image"] == worker["image"]
+    assert init["envFrom"] == worker["envFrom"]
+    sasl = [e for e in worker["env"] if e["name"].startswith("CHARGE_CAPTURE_SASL_")]
+    assert sasl and all(e in init["env"] for e in sasl)
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    settings = by_kind("ConfigMap")["data"]
+    # the brokers' default replication factor, which a production cluster sets (often 3)
+    assert settings["CHARGE_CAPTURE_REPLICATION_FACTOR"] == "-1"
+
+
+def test_topics_reads_the_configmap_like_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `charge-capture topics` makes of the ConfigMap in the init container."""
+    from worker.cli import build_parser
+
+    settings = by_kind("ConfigMap")["data"]
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    config = from_args(build_parser().parse_args(["topics"]))
+    assert config.replication_factor == -1
+    assert config.partitions == int(settings["CHARGE_CAPTURE_PARTITIONS"])
+    assert config.bootstrap_servers == settings["CHARGE_CAPTURE_BOOTSTRAP_SERVERS"]
+    assert config.security.security_protocol == settings["CHARGE_CAPTURE_SECURITY_PROTOCOL"]
+
+
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize) not installed")
+RULE_PACKS = DEPLOY / "kubernetes" / "overlays" / "rule-packs"
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    assert KUBECTL is not None
+    proc = subprocess.run(
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+
+
+@needs_kubectl
+def test_base_renders_with_kustomize() -> None:
+    kinds = sorted(o["kind"] for o in kustomize(K8S))
+    assert kinds == sorted(o["kind"] for o in k8s_objects())
+
+
+@needs_kubectl
+def test_rule_packs_overlay_mounts_a_configmap_of_valid_packs(tmp_path: Path) -> None:
+    from rules.pack import DEFAULT_PACKS_DIR, load_packs
+
+    objects = kustomize(RULE_PACKS)
+    (packs,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("charge-capture-rules")
+    ]
+    for name, text in packs["data"].items():
+        (tmp_path / name).write_text(text)
+    assert load_packs(tmp_path).packs  # what the pods will load parses as rule packs
+    # the example starts from the built-in pack
+    assert packs["data"]["cpt97012.toml"] == (DEFAULT_PACKS_DIR / "cpt97012.toml").read_text()
+    (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    pod = sts["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (worker,) = pod["containers"]
+    (mount,) = [
+        m
+        for m in worker["volumeMounts"]
+        if m["name"] in volumes and "configMap" in volumes[m["name"]]
+    ]
+    assert volumes[mount["name"]]["configMap"]["name"] == packs["metadata"]["name"]  # hashed
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["CHARGE_CAPTURE_RULES_DIR"] == mount["mountPath"] and mount["readOnly"] is True
+    assert env["CHARGE_CAPTURE_INSTANCE_ID"] is None  # the base's downward-API entry stays
 
 
 # --- docker-compose, Dockerfile ---------------------------------------------------------------
@@ -176,6 +275,18 @@ def test_compose_stack() -> None:
     assert jobs["charge-capture"]["static_configs"][0]["targets"] == [f"worker:{PORT}"]
 
 
+def test_deploy_readme_says_what_compose_down_keeps() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    readme = " ".join((DEPLOY / "README.md").read_text().split())
+    named = set(compose.get("volumes") or {})
+    assert named, "the compose file names no volumes"
+    for volume in named:
+        assert f"`{volume}`" in readme, volume  # each named volume is said to survive `down`
+    assert "docker compose down -v" in readme
+    assert not any("volumes" in svc for name, svc in compose["services"].items() if name == "kafka")
+    assert "Kafka keeps its data inside its container" in readme
+
+
 def test_dockerfile_multistage_non_root_entrypoint() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
@@ -190,7 +301,7 @@ def test_dockerfile_multistage_non_root_entrypoint() -> None:
     assert 'ENTRYPOINT ["charge-capture"]' in final
     assert 'CMD ["run"]' in final
     assert "CHARGE_CAPTURE_SCHEMAS_DIR=/app/schemas" in final
-    for src in ("pyproject.toml", "README.md", "rules/", "worker/", "schemas/"):
+    for src in ("pyproject.toml", "README.md", "LICENSE", "rules/", "worker/", "schemas/"):
         assert re.search(rf"^COPY .*\b{re.escape(src)}", text, re.M), src
 
 
@@ -245,6 +356,19 @@ def test_every_alert_has_runbook_severity_and_a_unit_test() -> None:
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c["exp_alerts"] for c in mine), f"{name}: no firing case"
         assert any(not c["exp_alerts"] for c in mine), f"{name}: no quiet case"
+
+
+def test_the_dlq_runbook_promises_no_command_that_does_not_exist() -> None:
+    from worker.cli import build_parser
+
+    readme = " ".join((DEPLOY / "README.md").read_text().split())
+    runbook = readme[readme.index("### ChargeCaptureDLQRateHigh") :].split("### ", 2)[1]
+    verbs = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert "redrive" not in verbs and "re-drive" not in verbs
+    assert "re-drive the DLQ records" not in runbook
+    assert "There is no re-drive command" in runbook
+    for verb in re.findall(r"`charge-capture (\w+)", runbook):
+        assert verb in verbs, verb
 
 
 def dashboard_exprs() -> Iterator[str]:

@@ -353,9 +353,7 @@ def test_partial_visits_flagged_without_warmup_and_not_with_it(live: Live, tmp_p
 
 def test_cli_replay_smoke(live: Live, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = live.config
-    common = [
-        *config_flags(config),
-    ]
+    common = config_flags(config, worker=False)
     out = tmp_path / "cli.jsonl"
     code = cli.main(
         [

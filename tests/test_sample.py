@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.model import ChargeEvent
-from worker.offline.sample import generate_events, write_jsonl
+from worker.offline.sample import generate_events, stamp_near, write_jsonl
 
 VISITS = 2000
 SEED = 20260302
@@ -315,3 +315,40 @@ def test_any_seed_gives_valid_events(seed: int, visits: int) -> None:
     models = [ChargeEvent.model_validate(e) for e in events]
     assert len({(m.patient_id, m.date_of_service) for m in models}) == visits
     assert events == generate_events(visits, seed)
+
+
+def test_stamp_near_keeps_the_days_order_just_before_now() -> None:
+    now = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    day = generate_events(60, 4, day=now.date())
+    stamped = stamp_near(day, now)
+    assert [{**e, "occurred_at": None} for e in stamped] == [
+        {**e, "occurred_at": None} for e in day
+    ]  # only occurred_at changes
+    when = {str(e["event_id"]): dt.datetime.fromisoformat(str(e["occurred_at"])) for e in stamped}
+    distinct = len(when)
+    assert max(when.values()) < now
+    assert min(when.values()) >= now - dt.timedelta(milliseconds=distinct)
+    original = {str(e["event_id"]): str(e["occurred_at"]) for e in day}
+    by_new = sorted(when, key=when.__getitem__)
+    assert [original[i] for i in by_new] == sorted(original[i] for i in by_new)
+    for copy in stamped:  # a redelivered copy keeps its original's stamp
+        assert dt.datetime.fromisoformat(str(copy["occurred_at"])) == when[str(copy["event_id"])]
+    assert stamp_near(day, now) == stamped  # given `now`, still reproducible
+
+
+def test_generate_now_stamps_today_just_before_now() -> None:
+    from tests.cli_process import cli
+
+    before = dt.datetime.now(dt.UTC)
+    ran = cli("generate", "--visits", "40", "--seed", "2", "--now")
+    after = dt.datetime.now(dt.UTC)
+    assert ran.code == 0, ran.stderr
+    models = [ChargeEvent.model_validate_json(line) for line in ran.stdout.splitlines()]
+    assert len(models) > 40
+    assert all(before - dt.timedelta(seconds=5) < m.occurred_at < after for m in models)
+    dates = Counter(m.date_of_service for m in models)
+    assert dates.most_common(1)[0][0] == before.date()
+    assert max(dates) <= before.date() + dt.timedelta(days=1)
+    # without --now the same seed is the fixed, reproducible day
+    plain = cli("generate", "--visits", "40", "--seed", "2").stdout
+    assert plain == cli("generate", "--visits", "40", "--seed", "2").stdout != ran.stdout

@@ -43,19 +43,21 @@ def worker_config(broker: BrokerInfo, prefix: str, **overrides: Any) -> WorkerCo
     return config
 
 
-def config_flags(config: WorkerConfig) -> list[str]:
-    """The command-line flags that point a `charge-capture` command at `config`'s topics."""
+def config_flags(config: WorkerConfig, *, worker: bool = True) -> list[str]:
+    """The command-line flags that point a `charge-capture` command at `config`'s topics;
+    `worker=False` leaves out the group and instance id, which only run and demo take."""
     assert config.bootstrap_servers
-    return [
+    flags = [
         "--bootstrap-servers", config.bootstrap_servers,
         "--app-id", config.app_id,
-        "--group-id", config.group,
-        "--instance-id", config.instance_id,
         "--input-topic", config.input_topic,
         "--corrected-topic", config.corrected_topic,
         "--held-topic", config.held_topic,
         "--dlq-topic", config.dlq_topic,
     ]  # fmt: skip
+    if worker:
+        flags += ["--group-id", config.group, "--instance-id", config.instance_id]
+    return flags
 
 
 @contextlib.contextmanager

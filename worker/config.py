@@ -55,7 +55,7 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     max_poll_records: int = 1000
-    compression_type: str | None = None  # producer compression: gzip, snappy, lz4, zstd
+    compression_type: str | None = None  # none, gzip, lz4, zstd; None: each client's default
     transaction_timeout_ms: int = 30_000
     call_deadline_s: float = 30.0  # every transactional call; past it the instance fails
     retention_days: int = 30

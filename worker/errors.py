@@ -14,9 +14,11 @@ from rules.model import ErrorKind
 # sysexits.h codes, as supervisors and runbooks know them
 EXIT_USAGE = 2  # argparse's own: a bad flag or value
 EXIT_FAILED = 1  # the command ran but could not finish its job
-EXIT_DATAERR = 65  # EX_DATAERR: stored state does not read back
+EXIT_DATAERR = 65  # EX_DATAERR: stored state does not read back; no usable input line
+EXIT_NOINPUT = 66  # EX_NOINPUT: an input file is missing, a directory or not text
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a broker or registry did not answer in time
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a client call hung past its deadline
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: an output file cannot be written
 EXIT_CONFIG = 78  # EX_CONFIG: settings, rule packs or the topic layout are unusable
 
 
@@ -117,3 +119,31 @@ class BrokerStartError(FatalError):
 
     exit_code = EXIT_UNAVAILABLE
     summary = "embedded broker did not start; exiting"
+
+
+class BrokerUnavailable(FatalError):
+    """No Kafka broker answers at the configured addresses (the message names each one)."""
+
+    exit_code = EXIT_UNAVAILABLE
+    summary = "Kafka unavailable; exiting"
+
+
+class InputUnreadable(FatalError):
+    """An input file that cannot be read as text lines (missing, a directory, binary)."""
+
+    exit_code = EXIT_NOINPUT
+    summary = "input unreadable; exiting"
+
+
+class NothingUsable(FatalError):
+    """An input with no usable line (empty, or every line rejected): nothing was done."""
+
+    exit_code = EXIT_DATAERR
+    summary = "no usable input; exiting"
+
+
+class OutputUnwritable(FatalError):
+    """An output file that cannot be created or written."""
+
+    exit_code = EXIT_CANTCREAT
+    summary = "output unwritable; exiting"

@@ -6,12 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from worker.cli.options import add_arguments, add_registry_arguments, cluster_config
+from rules.pack import load_packs
+from worker.cli.options import UsageError, add_options, cluster_config
 from worker.config import WorkerConfig
 from worker.errors import EXIT_UNAVAILABLE, FatalError, ReplayError, SchemaUnavailable
 from worker.replay.plan import (
     DEFAULT_DIFF_OUT,
     ReplayOptions,
+    check_range,
     parse_output,
     parse_position,
 )
@@ -46,15 +48,21 @@ missing; a prefix that maps onto a live topic is refused); --output file:PATH wr
 ChargeDecision JSON per line in replay order (partition by partition, offset order), so two
 replays of the same range and pack give byte-identical files; undecodable records are then
 only counted. Each decision's source is the original topic/partition/offset.
+
+Exit codes: 0 done; 1 the replay could not finish (outputs incomplete, a read stalled); 2 usage
+(a bad range end, a range that ends before it starts, an output onto a live topic); 69 no
+broker answers; 78 a broken rule pack or security settings the broker refuses.
 """
 
 
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `charge-capture replay` (registered by worker.commands)."""
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    add_arguments(parser)
-    add_registry_arguments(parser)
+def add_replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "replay",
+        help="re-decide a topic range with fresh state; diff against live decisions",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(parser, "replay")
     parser.add_argument(
         "--topic", default=None, help="source topic (default: --input-topic, charges.captured)"
     )
@@ -78,13 +86,6 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="beginning|offset:P:N|timestamp:ISO",
         help="rebuild state from this earlier point without emitting decisions for it",
-    )
-    parser.add_argument(
-        "--rules",
-        type=Path,
-        default=None,
-        help="rule-pack directory to replay under (default: --rules-dir, else built-in packs "
-        "chosen per date of service)",
     )
     parser.add_argument(
         "--output",
@@ -113,15 +114,23 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace, config: WorkerConfig) -> ReplayOptions:
-    warmup = args.warmup
+    """The replay's options; UsageError for a bad range end or output."""
+    try:
+        start = parse_position(args.range_from, ("beginning", "offset", "timestamp"))
+        end = parse_position(args.range_to, ("end", "offset", "timestamp"))
+        warmup = args.warmup and parse_position(args.warmup, ("beginning", "offset", "timestamp"))
+        check_range(start, end, warmup or None)
+        output = parse_output(args.output)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return ReplayOptions(
         config=config,
-        output=parse_output(args.output),
+        output=output,
         topic=args.topic,
-        start=parse_position(args.range_from, ("beginning", "offset", "timestamp")),
-        end=parse_position(args.range_to, ("end", "offset", "timestamp")),
-        warmup=parse_position(warmup, ("beginning", "offset", "timestamp")) if warmup else None,
-        rules_dir=args.rules,
+        start=start,
+        end=end,
+        warmup=warmup or None,
+        rules_dir=config.rules_dir,
         diff=args.diff,
         diff_out=args.diff_out,
         progress={"auto": None, "on": True, "off": False}[args.progress],
@@ -129,17 +138,15 @@ def options_from_args(args: argparse.Namespace, config: WorkerConfig) -> ReplayO
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    config = cluster_config(args, "replay")
-    if config is None:
-        return 2
+    options = options_from_args(args, args.config)
+    options.packs = load_packs(options.rules_dir)  # a broken pack fails before any reading
+    options.config = cluster_config(args, "replay")
     try:
-        options = options_from_args(args, config)
         report = run_replay(options)
-    except ValueError as error:
-        print(f"replay: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # found against the topic: a partition it lacks, a clash
+        raise UsageError(str(error)) from None
     except (ReplayError, TimeoutError) as error:
-        print(f"replay failed: {error}", file=sys.stderr)
+        print(f"charge-capture: replay failed: {error}", file=sys.stderr)
         return 1
     except FatalError as error:  # the schema registry refused our schemas, or stayed silent
         print(f"replay: {error}", file=sys.stderr)

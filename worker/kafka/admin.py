@@ -10,6 +10,7 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
 from worker.config import WorkerConfig
+from worker.kafka import clients
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,16 @@ def topic_specs(config: WorkerConfig) -> list[TopicSpec]:
         TopicSpec(config.dlq_topic, n),
         TopicSpec(config.changelog_topic, n, {"cleanup.policy": "compact"}),
     ]
+
+
+def missing_topics(config: WorkerConfig, names: list[str], timeout_s: float = 15) -> list[str]:
+    """Those of `names` the cluster does not have."""
+    client = clients.admin(config, timeout_s)
+    try:
+        existing = set(client.list_topics())
+    finally:
+        client.close()
+    return [name for name in names if name not in existing]
 
 
 def ensure_topics(config: WorkerConfig) -> list[str]:

@@ -24,6 +24,12 @@ def common(config: WorkerConfig, role: str) -> dict[str, Any]:
     }
 
 
+def compression(config: WorkerConfig, default: str | None) -> str | None:
+    """kafka-python's compression_type: the configured one ("none" is none), else `default`."""
+    chosen = config.compression_type or default
+    return None if chosen in (None, "none") else chosen
+
+
 def isolation(config: WorkerConfig) -> str:
     """Exactly-once reads only committed records; at-least-once reads whatever is there."""
     exactly_once = config.processing_guarantee == Guarantee.EXACTLY_ONCE
@@ -56,7 +62,7 @@ def worker_producer(config: WorkerConfig) -> KafkaProducer:
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
-        "compression_type": config.compression_type,
+        "compression_type": compression(config, default=None),
     }
     if config.processing_guarantee == Guarantee.EXACTLY_ONCE:
         options.update(
@@ -81,13 +87,14 @@ def reader(config: WorkerConfig, role: str, **overrides: Any) -> KafkaConsumer:
 
 def bulk_producer(config: WorkerConfig) -> KafkaProducer:
     """An idempotent producer for bulk writes outside the worker's transactions (produce,
-    replay's shadow topics): large lz4 batches, every replica acknowledging."""
+    replay's shadow topics): large batches, lz4 unless configured otherwise, every replica
+    acknowledging."""
     return KafkaProducer(
         **common(config, "bulk"),
         acks="all",
         linger_ms=20,
         batch_size=256 * 1024,
-        compression_type="lz4",
+        compression_type=compression(config, default="lz4"),
         enable_idempotence=True,
     )
 

@@ -165,6 +165,9 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            # Its own process group: a Ctrl-C in the terminal reaches the worker, which stops
+            # its clients first, and not the broker under them (which would log their errors).
+            start_new_session=True,
         )
 
     def _wait_ready(self, deadline: float) -> None:

@@ -126,3 +126,28 @@ def read_to_end(
             yield from records
     finally:
         consumer.close(autocommit=False)
+
+
+def follow(
+    config: WorkerConfig,
+    topics: list[str],
+    keep_going: Callable[[], bool],
+    *,
+    poll_ms: int = 200,
+) -> Iterator[Record]:
+    """Every record of `topics` from the beginning, then each new one as it arrives, until
+    `keep_going()` is false (checked after every poll, so within `poll_ms`)."""
+    consumer = clients.reader(config, "follow")
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        while keep_going():
+            for records in consumer.poll(timeout_ms=poll_ms).values():
+                yield from records
+    finally:
+        consumer.close(autocommit=False)

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from kafka.errors import KafkaError
 
@@ -35,8 +35,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines at `level` on `stream` (default stdout; stderr where stdout is data)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -206,6 +206,24 @@ def _harmless_change(rng: random.Random, charge: Event) -> Event:
     return changed
 
 
+def stamp_near(events: list[Event], now: dt.datetime) -> list[Event]:
+    """Copies of `events` with occurred_at moved onto consecutive milliseconds ending just
+    before `now`, in the day's event-time order (a redelivered copy keeps its original's).
+
+    For demos that measure event-to-decision latency: a generated day spans clinic hours,
+    so its own timestamps would make the latency hours. Generate the day on `now`'s date so
+    dates of service still fall on the capture date."""
+    first: dict[str, str] = {}
+    for e in events:
+        first.setdefault(str(e["event_id"]), str(e["occurred_at"]))
+    order = sorted(first, key=first.__getitem__)  # stable: ties keep the day's order
+    last_ms = int(now.timestamp() * 1000) - 1
+    stamp = {
+        event_id: _iso_ms(last_ms - (len(order) - 1 - rank)) for rank, event_id in enumerate(order)
+    }
+    return [{**e, "occurred_at": stamp[str(e["event_id"])]} for e in events]
+
+
 def write_jsonl(events: Iterable[dict[str, object]], stream: TextIO) -> None:
     """Write events as compact JSON, one per line, fields in their dict order."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

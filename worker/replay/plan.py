@@ -11,6 +11,7 @@ from typing import Literal
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from rules.pack import PackSet
 from worker.config import WorkerConfig
 from worker.kafka import clients
 from worker.kafka.reading import first_highwaters
@@ -68,6 +69,26 @@ def parse_position(text: str, allowed: Sequence[PositionKind]) -> Position:
     raise ValueError(f"{text!r}: expected {forms}")
 
 
+def _before(a: Position, b: Position) -> bool:
+    """Whether `a` is certainly before `b` (same partition's offsets, or two timestamps)."""
+    if a.kind == b.kind == "offset" and a.partition == b.partition:
+        assert a.offset is not None and b.offset is not None
+        return a.offset < b.offset
+    if a.kind == b.kind == "timestamp":
+        assert a.timestamp is not None and b.timestamp is not None
+        return a.timestamp < b.timestamp
+    return False
+
+
+def check_range(start: Position, end: Position, warmup: Position | None = None) -> None:
+    """A range that ends before it starts (or warms up after it starts) is a mistake, not an
+    empty replay: ValueError naming both ends."""
+    if _before(end, start):
+        raise ValueError(f"--to {end} is before --from {start}: the range ends before it starts")
+    if warmup is not None and _before(start, warmup):
+        raise ValueError(f"--warmup {warmup} is after --from {start}: warmup must come first")
+
+
 @dataclass(frozen=True)
 class FileOutput:
     path: Path
@@ -123,6 +144,7 @@ class ReplayOptions:
     diff: bool = False
     diff_out: Path | None = DEFAULT_DIFF_OUT
     progress: bool | None = None  # None: only when stderr is a terminal
+    packs: PackSet | None = None  # loaded already (the CLI does, to fail early); else rules_dir
     stall_timeout_s: float = 60.0  # no progress on a partition for this long: fail
 
     @property
@@ -202,6 +224,12 @@ def plan_ranges(options: ReplayOptions, consumer: KafkaConsumer) -> list[Partiti
         probe.close(autocommit=False)
     start = _resolve(consumer, options.start, tps, log_start, highwater, log_start)
     end = _resolve(consumer, options.end, tps, log_start, highwater, highwater)
+    for tp in tps:
+        if end[tp] < start[tp]:
+            raise ValueError(
+                f"--to {options.end} is before --from {options.start} on partition "
+                f"{tp.partition} (offset {end[tp]} < {start[tp]}): the range ends before it starts"
+            )
     context = dict(start)
     if options.warmup is not None:
         warm = _resolve(consumer, options.warmup, tps, log_start, highwater, log_start)

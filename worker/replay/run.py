@@ -86,7 +86,7 @@ class _Replayer:
         }
         self.sensor = ReportSensor(report)
         self.processor = Processor(
-            load_packs(options.rules_dir or config.rules_dir),
+            options.packs or load_packs(options.rules_dir or config.rules_dir),
             codec,
             self.states,
             partitioner=config.input_partitioner,
