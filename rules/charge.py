@@ -206,17 +206,27 @@ def charge_from_json(line: str | bytes) -> Charge:
     except msgspec.ValidationError as error:
         if "$.occurred_at" not in str(error):
             raise
-    # RFC 3339 is what the fast decoder reads; ISO-8601 also allows e.g. `T16:00Z`.
-    return charge_from_dict(msgspec.json.decode(line))
+        # RFC 3339 is what the fast decoder reads; ISO-8601 also allows e.g. `T16:00Z`. A
+        # number (an epoch?) or text that is no ISO-8601 time stays the error it is.
+        fields = msgspec.json.decode(line)
+        at = fields.get("occurred_at") if isinstance(fields, dict) else None
+        if not isinstance(at, str):
+            raise
+        try:
+            parsed = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise error from None
+    return msgspec.convert({**fields, "occurred_at": parsed}, Charge)
 
 
 def charge_from_dict(fields: dict[str, Any]) -> Charge:
-    """A ChargeEvent given as JSON-ready Python values (tests, the sample generator)."""
+    """A ChargeEvent given as JSON-ready Python values (tests, the sample generator), as
+    strict as `charge_from_json`."""
     at = fields.get("occurred_at")
     if isinstance(at, str):
         with contextlib.suppress(ValueError):  # if it does not parse, the model says why
             fields = {**fields, "occurred_at": dt.datetime.fromisoformat(at)}
-    return msgspec.convert(fields, Charge, strict=False)
+    return msgspec.convert(fields, Charge)
 
 
 def describe_invalid(error: msgspec.ValidationError | msgspec.DecodeError) -> str:

@@ -208,10 +208,13 @@ def test_produce_reports_bad_lines_as_check_does(
     assert ran.code == 0 and "Traceback" not in ran.stderr, ran.stderr
     rejected = [line for line in ran.stderr.splitlines() if line.startswith("rejected")]
     assert rejected == [
-        "rejected line 2: record: Invalid JSON: key must be a string at line 1 column 2",
-        "rejected line 3: units: Input should be a valid integer, unable to parse string as an "
-        "integer",
+        "rejected line 2: record: JSON is malformed: object keys must be strings (byte 1)",
+        "rejected line 3: units: Expected `int`, got `str`",
     ]
+    checked = cli("check", str(day), "--out", str(tmp_path / "out.jsonl"))
+    assert [line for line in checked.stderr.splitlines() if line.startswith("rejected")] == (
+        rejected
+    )
     assert json.loads(ran.stdout) == {
         "produced": 1,
         "rejected_lines": 2,

@@ -103,8 +103,8 @@ def test_occurred_at_as_a_number_is_rejected_with_its_line(tmp_path: Path) -> No
     )
     ran = cli("check", str(day))
     assert ran.code == 0, ran.stderr
-    assert "rejected line 2: occurred_at: Value error, must be ISO-8601 text" in ran.stderr
-    assert "rejected line 3: occurred_at: Value error, must be ISO-8601 text" in ran.stderr
+    assert "rejected line 2: occurred_at: Expected `datetime`, got `int`" in ran.stderr
+    assert "rejected line 3: occurred_at: Invalid RFC3339 encoded datetime" in ran.stderr
     assert [json.loads(line)["charge_id"] for line in ran.stdout.splitlines()] == ["C1"]
 
 
@@ -273,7 +273,7 @@ def _flag_help(help_text: str) -> dict[str, str]:
     for line in help_text.splitlines():
         stripped = line.strip()
         if stripped.startswith("--") and line.startswith("  "):
-            current = stripped.split()[0]
+            current = stripped.split()[0].rstrip(",")  # a switch: "--x, --no-x"
             flags[current] = stripped
         elif current is not None and line.startswith("        ") and stripped:
             flags[current] += " " + stripped

@@ -125,7 +125,13 @@ def test_produce_with_the_registry_then_run(
     day = tmp_path / "day.jsonl"
     day.write_text("".join(msgspec.json.encode(e).decode() + "\n" for e in (traction, cmt)))
     registry = ["--schema-registry-url", server.url]
-    assert main(["produce", str(day), *config_flags(config), *registry]) == 0
+    produce = [
+        "--bootstrap-servers",
+        str(config.bootstrap_servers),
+        "--input-topic",
+        config.input_topic,
+    ]
+    assert main(["produce", str(day), *produce, *registry]) == 0
     client = SchemaRegistryClient({"url": server.url})
     event_id = client.get_latest_version(f"{config.input_topic}-value").schema_id
     produced = list(read_to_end(config, [config.input_topic]))
