@@ -30,10 +30,16 @@ _SIMPLE = [
     ("commit_interval_ms", int, "poll timeout = longest wait before a batch is committed"),
     ("session_timeout_ms", int, None),
     ("heartbeat_interval_ms", int, None),
-    ("max_poll_records", int, None),
+    ("max_poll_records", int, "most records decided per poll"),
+    ("max_batch_ms", int, "most milliseconds spent deciding one poll's records"),
     ("compression_type", str, "producer compression (none by default; lz4, zstd, gzip)"),
     ("transaction_timeout_ms", int, None),
     ("call_deadline_s", float, "deadline of each transactional call"),
+    (
+        "max_broker_outage_s",
+        float,
+        "seconds without an answering broker before the worker exits 69 (default 300)",
+    ),
     ("retention_days", int, "event-time retention of visit state after the date of service"),
     (
         "input_partitioner",
@@ -50,6 +56,7 @@ _SIMPLE = [
     ("http_port", int, "port of /metrics, /healthz, /readyz (0 = off)"),
     ("rules_dir", Path, "rule-pack directory (default: built-in)"),
     ("log_level", str, None),
+    ("kafka_log_level", str, "level of kafka-python's own log lines (default WARNING)"),
 ]
 _SECURITY = [
     ("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
@@ -62,11 +69,15 @@ _SECURITY = [
 ]
 
 
+# Further spellings of a flag, where the field's own name reads badly on a command line.
+_ALIASES = {"max_broker_outage_s": ("--max-broker-outage",)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for every field; defaults come from the environment, then the dataclass."""
     for name, kind, help_text in _SIMPLE:
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=kind, default=None, help=help_text)
+        flags = ("--" + name.replace("_", "-"), *_ALIASES.get(name, ()))
+        parser.add_argument(*flags, dest=name, type=kind, default=None, help=help_text)
     parser.add_argument(
         "--processing-guarantee", choices=[g.value for g in Guarantee], default=None
     )
@@ -100,7 +111,7 @@ def cluster_config(args: argparse.Namespace, verb: str) -> WorkerConfig | None:
     """The configuration of a command that needs a real cluster (no embedded broker), logging
     configured; None, with the reason on stderr, when no bootstrap servers are set."""
     config = from_args(args)
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.kafka_log_level)
     if not config.bootstrap_servers:
         print(f"{verb}: no --bootstrap-servers configured", file=sys.stderr)
         return None

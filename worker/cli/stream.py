@@ -73,7 +73,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = from_args(args)
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.kafka_log_level)
     stop = threading.Event()
     _stop_on_signals(stop)
     metrics, health = Metrics(), Health()
@@ -104,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = from_args(args)
     config.log_level = "WARNING" if args.log_level is None else config.log_level
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.kafka_log_level)
     config.session_timeout_ms = min(config.session_timeout_ms, 6000)
     config.heartbeat_interval_ms = min(config.heartbeat_interval_ms, 1000)
     metrics, health = Metrics(), Health()
