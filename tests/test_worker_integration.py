@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import struct
 import threading
 
 import pytest
+from kafka.structs import TopicPartition
 
 from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
 from rules.pack import PackSet, RulePack, load_packs
 from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
-from tests.worker_harness import running_worker, send_raw, worker_config
+from tests.worker_harness import isolated_config, running_worker, send_raw, worker_config
 from worker.cli.cluster import produce_events
-from worker.config import WorkerConfig
+from worker.config import Guarantee, WorkerConfig
 from worker.errors import StateCorrupt, TopicLayoutError
-from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
 from worker.kafka.partitioner import home_partition
 from worker.kafka.reading import read_to_end
 from worker.observability.health import Health
@@ -245,7 +247,10 @@ def test_a_record_whose_decision_raises_is_dead_lettered_once_redelivered(
     with running_worker(config, packs=_PacksFailingOn(dt.date(2026, 3, 1))) as worker:
         produce_events(config, [before, poison, after])
         wait_until(lambda: caught_up_after(worker, 3), 60, message="stream not drained")
-        assert worker.restarts == 1  # one abort, then the record is dead-lettered
+        # One abort and the batch redone in place (no restart), the record dead-lettered.
+        assert worker.restarts == 0
+        aborted = _sample(worker, "charge_capture_transactions_total")
+        assert aborted[("charge_capture_transactions_total", (("outcome", "aborted"),))] == 1
     (letter,) = [
         CODEC.decode_dead_letter(r.value)
         for r in read_to_end(broker.bootstrap_servers, [config.dlq_topic])
@@ -255,3 +260,69 @@ def test_a_record_whose_decision_raises_is_dead_lettered_once_redelivered(
     assert CODEC.decode_event(letter.value).charge_id == "X1"
     billable = {d.charge_id for d in decisions(broker, config.corrected_topic)}
     assert billable == {"G1", "G2"}
+
+
+def test_a_worker_started_without_its_topics_creates_none_and_waits(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    """Its clients never auto-create a topic (which would get the broker's default partition
+    count); it waits, not ready, until `charge-capture topics` has created them."""
+    config = isolated_config(broker, topic_prefix)
+    worker = Worker(config, metrics=Metrics(), health=Health())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: worker.health.readiness()[1].startswith("waiting for topics"),
+            30,
+            message="the worker did not say it waits for its topics",
+        )
+        ready, reason = worker.health.readiness()
+        assert not ready and config.changelog_topic in reason
+        # Well past its first metadata requests: still nothing of its own exists.
+        wait_until(lambda: worker.health.seconds_since_beat() < 1, 10)
+        assert not set(worker.topics) & set(_topic_names(broker))
+        ensure_topics(config)  # the operator runs `charge-capture topics`
+        wait_until(lambda: worker.health.readiness()[0], 60, message="never ready after topics")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert worker.restarts == 0
+
+
+def _topic_names(broker: BrokerInfo) -> list[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        return list(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def test_the_workers_clients_never_create_a_topic(broker: BrokerInfo, topic_prefix: str) -> None:
+    """Sending to, subscribing to and reading a missing topic leaves it missing (kafka-python
+    asks for auto-creation in every metadata request unless told otherwise)."""
+    from kafka.errors import KafkaTimeoutError
+
+    from worker.kafka import clients
+
+    config = isolated_config(broker, topic_prefix)
+    names = [f"{topic_prefix}.sent", f"{topic_prefix}.subscribed", f"{topic_prefix}.read"]
+    idempotent = dataclasses.replace(config, processing_guarantee=Guarantee.AT_LEAST_ONCE)
+    producer = clients.worker_producer(idempotent)
+    consumer = clients.group_consumer(config)
+    reader = clients.reader(config, "reader")
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            producer.send(names[0], b"x").get(timeout=10)
+        consumer.subscribe([names[1]])
+        consumer.poll(timeout_ms=1500)
+        reader.assign([TopicPartition(names[2], 0)])
+        reader.poll(timeout_ms=1500)
+    finally:
+        producer.close(timeout=1)
+        consumer.close(autocommit=False, timeout_ms=500)
+        reader.close(autocommit=False, timeout_ms=500)
+    assert not set(names) & set(_topic_names(broker))

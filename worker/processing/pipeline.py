@@ -13,6 +13,10 @@ of replay.
 
 Placement is as the live repartition topic would do it, so live and replay decide in the same
 state; a re-keyed event never moves event time in either (worker.state.store).
+
+An input value over MAX_INPUT_BYTES is dead-lettered (TOO_LARGE) before it is decoded: its
+decision (which embeds the line) and its visit's changelog record would not fit the broker's
+default 1 MB limit, and live and replay must agree on it, so the cap is here, in the one path.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ from worker.errors import RecordFailed, UndecidableRecord
 from worker.kafka.partitioner import home_partition
 from worker.kafka.records import Record, record_time
 from worker.observability.logs import describe_error
-from worker.processing.outputs import Outputs
+from worker.processing.outputs import Outputs, Where
 from worker.processing.sensor import NullSensor, Sensor
 from worker.serde.codec import Codec
 from worker.state.store import PartitionState
 
-Where = tuple[str, int, int]  # (topic, partition, offset) of an input record
+# An ordinary charge event is about 1 KB. A quarter of the 1 MiB that producers and brokers
+# accept by default leaves room for the decision that embeds the line and for the visit's
+# changelog record (JSON, up to twice the Avro size for a line of short strings).
+MAX_INPUT_BYTES = 256 * 1024
 
 
 class Processor:
@@ -55,18 +62,24 @@ class Processor:
         self.rekey_in_process = rekey_in_process
         self.sensor: Sensor = sensor or NullSensor()
         self.decorate = decorate  # e.g. replay's PARTIAL_VISIT flag
-        # Input records whose decision raised: dead-lettered when they are read again (a
-        # restart redelivers them), so one bad record cannot crash-loop the worker.
-        self.failed: dict[Where, str] = {}
+        # Input records whose decision raised, or whose outputs were refused: dead-lettered
+        # when they are read again (the redone batch redelivers them), so one bad record
+        # cannot fail the worker forever.
+        self.failed: dict[Where, RecordFailed] = {}
+        self.max_input_bytes: int | None = MAX_INPUT_BYTES
 
     def process(self, record: Record, partitions: int, outputs: Outputs) -> None:
         """Decide one input record read from a topic of `partitions` partitions."""
         where = (record.topic, record.partition, record.offset)
         failure = self.failed.pop(where, None)
         if failure is not None:
-            # Deciding it raised last time and would again: dead-letter it and move on.
-            message = f"deciding it failed: {failure}"
-            self._dead_letter(record, ErrorKind.VALIDATION, message, outputs)
+            # It failed last time and would again: dead-letter it and move on.
+            self._dead_letter(record, failure.kind, _failed_message(failure), outputs, failure.bare)
+            return
+        size = len(record.value or b"")
+        if self.max_input_bytes is not None and size > self.max_input_bytes:
+            message = f"value of {size} bytes is over the {self.max_input_bytes}-byte input limit"
+            self._dead_letter(record, ErrorKind.TOO_LARGE, message, outputs)
             return
         try:
             event = self.codec.decode_event(record.value)
@@ -114,6 +127,14 @@ class Processor:
         outputs.decision(publication.ledger, decision)
         self.sensor.decided(decision, event.occurred_at)
 
-    def _dead_letter(self, record: Record, kind: ErrorKind, message: str, outputs: Outputs) -> None:
-        outputs.dead_letter(record, kind, message)
+    def _dead_letter(
+        self, record: Record, kind: ErrorKind, message: str, outputs: Outputs, bare: bool = False
+    ) -> None:
+        outputs.dead_letter(record, kind, message, bare=bare)
         self.sensor.dead_lettered(record, kind, message)
+
+
+def _failed_message(failure: RecordFailed) -> str:
+    if failure.kind == ErrorKind.VALIDATION:
+        return f"deciding it failed: {failure.cause}"
+    return failure.cause
