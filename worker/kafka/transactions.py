@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import (
+    FencedInstanceIdError,
+    InvalidProducerEpochError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.errors import CallDeadlineExceeded, Stopping
@@ -121,6 +126,20 @@ def commit(producer: KafkaProducer, waits: Waits) -> None:
 def abort(producer: KafkaProducer, waits: Waits) -> None:
     manager = _manager(producer)
     waits.wait(_start(producer, manager.begin_abort), "abort_transaction")
+
+
+FENCED = (ProducerFencedError, InvalidProducerEpochError, FencedInstanceIdError)
+
+
+def is_fenced(producer: KafkaProducer | None, error: BaseException) -> bool:
+    """Whether `error` means another producer took this transactional.id. kafka-python reports
+    it as such from a transactional call, but a send after it fails with a plain KafkaError
+    ("at least one previous transactional ... request has failed"): its transaction manager
+    still holds the cause."""
+    if isinstance(error, FENCED):
+        return True
+    manager = getattr(producer, "_transaction_manager", None)
+    return isinstance(getattr(manager, "last_error", None), FENCED)
 
 
 def abandon(producer: KafkaProducer) -> None:

@@ -27,12 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from kafka import KafkaConsumer
-from kafka.errors import (
-    FencedInstanceIdError,
-    InvalidProducerEpochError,
-    KafkaError,
-    ProducerFencedError,
-)
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from rules.pack import PackSet, load_packs
@@ -46,6 +41,7 @@ from worker.errors import (
     Stopping,
 )
 from worker.kafka import clients, reach
+from worker.kafka.transactions import FENCED, is_fenced
 from worker.observability.health import Health
 from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics, PrometheusSensor
@@ -64,7 +60,6 @@ log = logging.getLogger("charge_capture.worker")
 MAX_BACKOFF_S = 10.0
 # Batches that fail in a row, for no reason a record explains, before the instance restarts.
 FAILURES_BEFORE_RESTART = 3
-_FENCED = (ProducerFencedError, InvalidProducerEpochError, FencedInstanceIdError)
 
 
 @dataclass
@@ -295,7 +290,7 @@ class Worker:
             failures = [error]
         elif isinstance(error, OutputsFailed):
             failures = error.failures
-        fenced = isinstance(error, _FENCED)
+        fenced = is_fenced(self.transactor.producer, error)
         expired = isinstance(error, CallDeadlineExceeded)
         if expired or fenced:
             log.error("batch failed", extra=fields(error=describe_error(error)))
@@ -377,7 +372,7 @@ def _restart_reason(error: BaseException) -> str:
         return error.reason
     if isinstance(error, CallDeadlineExceeded):
         return "call_deadline"
-    if isinstance(error, _FENCED):
+    if isinstance(error, FENCED):
         return "fenced"
     return "broker_unavailable"
 
