@@ -23,7 +23,9 @@ def _bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("name", ["passthrough", "stream_throughput", "replay_throughput"])
+@pytest.mark.parametrize(
+    "name", ["passthrough", "stream_throughput", "replay_throughput", "outage", "rejoin"]
+)
 def test_broker_benchmarks_import_and_parse_options(name: str) -> None:
     result = _bench(name, "--help")
     assert result.returncode == 0, result.stderr
