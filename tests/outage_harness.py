@@ -52,9 +52,10 @@ def proxied_broker() -> Iterator[ProxiedBroker]:
             broker.stop()
 
 
-def readyz(port: int) -> int:
+def readyz(port: int, path: str = "/readyz") -> int:
+    """The status of the worker's /readyz (or another path); 0 when it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
+from pathlib import Path
 
 import kafka.errors as kafka_errors
 import pytest
@@ -159,3 +161,71 @@ def test_refused_outputs_name_their_input_record_and_kind() -> None:
     with pytest.raises(kafka_errors.KafkaTimeoutError):
         raise_refusals([(big, False, kafka_errors.KafkaTimeoutError("delivery timeout"))])
     raise_refusals([])
+
+
+def test_a_blocker_keeps_readiness_false_whatever_a_rebalance_callback_says() -> None:
+    """Closing the consumer runs the revocation callback, which reports "consuming 0
+    partition(s)"; while the instance stops, /readyz must stay false."""
+    health = Health()
+    health.set_ready(True, "consuming 6 partition(s)")
+    health.block("lifecycle", "stopping")
+    health.set_ready(True, "consuming 0 partition(s)")  # the callback, mid-close
+    assert health.readiness() == (False, "stopping")
+    health.block("broker", "broker unreachable for 3 s")
+    health.block("lifecycle", None)
+    assert health.readiness() == (False, "broker unreachable for 3 s")
+    health.block("broker", None)
+    assert health.readiness() == (True, "consuming 0 partition(s)")
+
+
+@dataclasses.dataclass
+class _Consumed:
+    """A consumed Kafka record, as the processing path reads one."""
+
+    value: bytes | None
+    key: bytes | None = b"P00000001"
+    topic: str = "charges.captured"
+    partition: int = 0
+    offset: int = 0
+    timestamp: int = 1772463600000  # 2026-03-02T15:00:00Z
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.dead: list[tuple[ErrorKind, str]] = []
+        self.decisions = 0
+
+    def consumed(self, topic: str, records: int) -> None:
+        return None
+
+    def decided(self, decision: object, occurred_at: dt.datetime) -> None:
+        self.decisions += 1
+
+    def dead_lettered(self, record: object, kind: ErrorKind, message: str) -> None:
+        self.dead.append((kind, message))
+
+
+def test_replay_dead_letters_an_oversized_input_as_the_live_worker_does(tmp_path: Path) -> None:
+    """The input cap is in the one processing path, so replay (here: to a file, where no size
+    limit would ever bite) dead-letters what the live worker dead-letters."""
+    from worker.processing.outputs import FileOutputs
+    from worker.processing.pipeline import MAX_INPUT_BYTES, Processor
+    from worker.serde.codec import Codec
+
+    codec, sensor = Codec(), _Counting()
+    states = {n: PartitionState(n, dt.timedelta(days=30)) for n in range(6)}
+    processor = Processor(
+        load_packs(), codec, states, partitioner="murmur2", repartition_topic=None,
+        rekey_in_process=True, sensor=sensor,
+    )  # fmt: skip
+    outputs = FileOutputs(tmp_path / "decisions.jsonl")
+    big = codec.encode_event(charge(event_id="X", charge_id="X", modifiers=["GP"] * 100_000))
+    assert len(big) > MAX_INPUT_BYTES
+    processor.process(_Consumed(big), 6, outputs)
+    processor.process(_Consumed(codec.encode_event(charge()), offset=1), 6, outputs)
+    outputs.close()
+    assert sensor.dead == [
+        (ErrorKind.TOO_LARGE, f"value of {len(big)} bytes is over the 262144-byte input limit")
+    ]
+    assert sensor.decisions == 1 and (tmp_path / "decisions.jsonl").read_text().count("\n") == 1

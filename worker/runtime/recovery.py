@@ -168,7 +168,9 @@ class Recovery:
         consumer, restorer = self._consumer, self._restorer
         assert consumer is not None and restorer is not None
         started = time.monotonic()
-        timeout_ms = int(self.config.call_deadline_s * 1000)
+        # Short, with a beat between: a coordinator that does not answer must not hold the
+        # loop past the liveness deadline (the restore is retried).
+        timeout_ms = int(min(self.config.call_deadline_s, 5.0) * 1000)
         committed: dict[int, dict[str, int]] = {}
         offsets: dict[TopicPartition, int] = {}
         for number in numbers:
@@ -177,6 +179,7 @@ class Recovery:
                 tp = TopicPartition(topic, number)
                 offset = consumer.committed(tp, timeout_ms=timeout_ms) or 0
                 committed[number][topic] = offsets[tp] = offset
+                tick()
         states = {n: new_state(self.config, n, self.partitions) for n in numbers}
         starts: dict[TopicPartition, int | None] = {
             TopicPartition(self.config.changelog_topic, n): None for n in numbers

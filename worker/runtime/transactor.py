@@ -58,6 +58,7 @@ class Transactor:
                 transactions.init_transactions(producer, self.waits())
             for topic in topics:
                 producer.partitions_for(topic)
+                self.tick()
         except BaseException:
             transactions.abandon(producer)
             raise

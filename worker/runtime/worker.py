@@ -155,6 +155,12 @@ class Worker:
         self.health.mark_loop_alive()
         self.outage.observe(self._reachable())
 
+    def _restore_tick(self) -> None:
+        """Between the reads of a restore, which may take minutes: a stop ends it too."""
+        self._tick()
+        if self.stop.is_set():
+            raise Stopping("restore abandoned: stopping")
+
     def _reachable(self) -> bool:
         opened = self._clients
         if opened is None:
@@ -186,7 +192,7 @@ class Worker:
             timeout_ms=self.config.commit_interval_ms, max_records=self.config.max_poll_records
         )
         try:
-            self.recovery.restore_pending(self._tick)
+            self.recovery.restore_pending(self._restore_tick)
         except InstanceRestart:
             if self.outage.since is None:
                 raise
