@@ -77,6 +77,10 @@ class ErrorKind(StrEnum):
     SCHEMA = "SCHEMA"
     VALIDATION = "VALIDATION"
     REPARTITION = "REPARTITION"
+    # Added in schemas/dead_letter.v2.avsc (the enum's default, VALIDATION, lets readers of
+    # a later version read symbols they do not know).
+    TOO_LARGE = "TOO_LARGE"  # the record, or what deciding it produces, is over a size limit
+    UNPRODUCIBLE = "UNPRODUCIBLE"  # the broker refused its outputs for another per-record reason
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -210,7 +214,11 @@ class ChargeDecision(_Frozen):
 
 
 class DeadLetter(_Frozen):
-    """An input record that cannot be decided (schemas/dead_letter.avsc)."""
+    """An input record that cannot be decided (schemas/dead_letter.v2.avsc).
+
+    `value` is the input's value as received, or only its first bytes when the whole would
+    not fit in a DLQ record: then `value_length` is the original length and `value_sha256`
+    its digest (hex), so the record can still be matched to its source."""
 
     key: bytes | None = None
     value: bytes | None = None
@@ -220,3 +228,5 @@ class DeadLetter(_Frozen):
     source_timestamp: dt.datetime | None = None
     error_kind: ErrorKind
     error_message: str
+    value_length: int | None = None
+    value_sha256: str | None = None

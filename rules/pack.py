@@ -81,6 +81,7 @@ class RulePack:
     traction_code: str
     traction_max_units: int
     max_modifiers: int
+    max_diagnosis_codes: int
     distinct_modifiers: frozenset[str]
     # NCCI PTP: from this date of service a distinct modifier on either line of a pair counts;
     # before it, only on the column-2 line (None: the column-2 line only, always).
@@ -293,8 +294,8 @@ class _Table:
             raise self.error(key, f"expected a non-empty string, got {_kind(value)}")
         return value
 
-    def integer(self, key: str, minimum: int) -> int:
-        value = self.value(key)
+    def integer(self, key: str, minimum: int, default: Any = _MISSING) -> int:
+        value = self.value(key, default)
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.error(key, f"expected a whole number, got {_kind(value)}")
         if value < minimum:
@@ -368,6 +369,7 @@ def _build(root: _Table, base: Path) -> RulePack:
         traction_code=traction.string("code"),
         traction_max_units=traction.integer("max_units", 1),
         max_modifiers=mods.integer("max_per_line", 1),
+        max_diagnosis_codes=diagnosis.integer("max_per_claim", 1, default=12),
         distinct_modifiers=frozenset(mods.strings("distinct")),
         distinct_either_line_from=mods.optional_date("distinct_either_line_from"),
         x_modifiers=frozenset(mods.strings("x_modifiers")),

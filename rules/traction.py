@@ -9,7 +9,7 @@ clock, a broker or a file: the same visit and pack always give the same findings
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -93,6 +93,23 @@ def _hold(rule_id: str, message: str, related: list[str] | tuple[str, ...] = ())
     return Hold(rule_id=rule_id, message=message, related_charge_ids=tuple(related))
 
 
+# A hold message names what is wrong, but a line of 300,000 modifiers must not make a decision
+# of megabytes: messages echo at most this many items, and codes cut to this many characters.
+ECHOED_ITEMS = 12
+ECHOED_CHARS = 32
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ECHOED_CHARS else text[:ECHOED_CHARS] + "..."
+
+
+def _echo(items: Sequence[str], separator: str, form: Callable[[str], str] = _clip) -> str:
+    """The first ECHOED_ITEMS items, each shown by `form`, and how many more there are."""
+    shown = separator.join(form(item) for item in items[:ECHOED_ITEMS])
+    hidden = len(items) - ECHOED_ITEMS
+    return shown if hidden <= 0 else f"{shown}{separator}... and {hidden} more"
+
+
 def _append_modifier(
     line: Charge, rule_id: str, modifier: str, why: str
 ) -> tuple[Charge, Correction]:
@@ -164,9 +181,16 @@ def medicare_chiropractor_noncovered(
 
 @hold("INVALID_CHARGE", every_line=True)
 def invalid_charge(line: Charge, visit: VisitContext) -> Hold | None:
-    problems = list(_code_problems(line.cpt_code, line.modifiers, line.diagnosis_codes))
+    codes = (line.cpt_code, line.modifiers, line.diagnosis_codes)
+    # Only lines of ordinary size are cached: a cache of 65536 lines of 10,000 codes each
+    # would hold gigabytes.
+    ordinary = len(line.modifiers) + len(line.diagnosis_codes) <= 4 * ECHOED_ITEMS
+    problems = list(_cached_code_problems(*codes) if ordinary else _code_problems(*codes))
     if line.units < 1:
         problems.insert(0, f"units {line.units} < 1")
+    count, cap = len(line.diagnosis_codes), visit.pack.max_diagnosis_codes
+    if count > cap:
+        problems.append(f"{count} diagnosis codes, a claim carries at most {cap}")
     if line.date_of_service > line.occurred_at.date():
         problems.append("date of service is after the capture time")
     if not problems:
@@ -174,22 +198,26 @@ def invalid_charge(line: Charge, visit: VisitContext) -> Hold | None:
     return _hold("INVALID_CHARGE", "Invalid charge line: " + "; ".join(problems))
 
 
-@lru_cache(maxsize=65536)
 def _code_problems(
     cpt_code: str, modifiers: tuple[str, ...], diagnosis_codes: tuple[str, ...]
 ) -> tuple[str, ...]:
-    """Shape problems of a line's codes; cached, as the same combinations recur all day."""
+    """Shape problems of a line's codes."""
     problems = []
     if not is_procedure_code(cpt_code):
-        problems.append(f"malformed CPT/HCPCS code {cpt_code!r}")
+        problems.append(f"malformed CPT/HCPCS code {_clip(cpt_code)!r}")
     bad_modifiers = [m for m in modifiers if not is_modifier(m)]
     if bad_modifiers:
-        problems.append(f"malformed modifier(s) {', '.join(map(repr, bad_modifiers))}")
+        shown = _echo(bad_modifiers, ", ", lambda m: repr(_clip(m)))
+        problems.append(f"malformed modifier(s) {shown}")
     bad_icd = sum(1 for code in diagnosis_codes if not is_icd10(code))
     if bad_icd:
         # The codes themselves are clinical data: count them, don't echo them.
         problems.append(f"{bad_icd} malformed ICD-10-CM code(s)")
     return tuple(problems)
+
+
+# The same combinations recur all day.
+_cached_code_problems = lru_cache(maxsize=65536)(_code_problems)
 
 
 @hold("TOO_MANY_MODIFIERS", every_line=True)
@@ -199,7 +227,7 @@ def too_many_modifiers(line: Charge, visit: VisitContext) -> Hold | None:
         return None
     return _hold(
         "TOO_MANY_MODIFIERS",
-        f"{len(line.modifiers)} modifiers ({','.join(line.modifiers)}); a claim line carries "
+        f"{len(line.modifiers)} modifiers ({_echo(line.modifiers, ',')}); a claim line carries "
         f"at most {cap}: choose which to keep",
     )
 

@@ -24,7 +24,16 @@ def _bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["passthrough", "stream_throughput", "replay_throughput", "registry_decode"]
+    "name",
+    [
+        "passthrough",
+        "stream_throughput",
+        "replay_throughput",
+        "registry_decode",
+        "outage",
+        "rejoin",
+        "hot_path",
+    ],
 )
 def test_broker_benchmarks_import_and_parse_options(name: str) -> None:
     result = _bench(name, "--help")

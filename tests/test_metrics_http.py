@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import socket
+import struct
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -9,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import wait_until
+from worker.observability import logs
 from worker.observability.health import Health
 from worker.observability.http import HttpServer, start_http_server
 from worker.observability.metrics import Metrics
@@ -208,3 +214,41 @@ def test_private_registries_do_not_collide() -> None:
     a, b = Metrics(), Metrics()
     a.decisions.labels(status="HELD").inc()
     assert b.decisions.labels(status="HELD")._value.get() == 0
+
+
+def test_a_scraper_that_hangs_up_leaves_only_json_log_lines(
+    server: HttpServer, metrics: Metrics, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """socketserver prints a raw traceback to stderr when a client resets mid-request; the
+    worker's server logs one JSON line at DEBUG instead."""
+    for n in range(200):  # a body of some kilobytes, still being written when the RST lands
+        metrics.holds.labels(rule_id=f"RULE_{n}").inc()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("kafka").level
+    logs.configure("DEBUG")
+    out: list[str] = []
+    err: list[str] = []
+    try:
+        capfd.readouterr()
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            sock.close()  # SO_LINGER 0: a reset, not a clean close
+
+        def logged() -> bool:
+            captured = capfd.readouterr()
+            out.append(captured.out)
+            err.append(captured.err)
+            return "HTTP client went away" in "".join(out)
+
+        wait_until(logged, 10, message="no line for a client that went away")
+    finally:
+        root.handlers[:], _, _ = saved
+        root.setLevel(saved[1])
+        logging.getLogger("kafka").setLevel(saved[2])
+    assert "".join(err) == "", "".join(err)
+    lines = [line for line in "".join(out).splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is JSON
+    gone = [e for e in entries if e["msg"] == "HTTP client went away"]
+    assert gone and all(e["level"] == "DEBUG" and "error" in e for e in gone)

@@ -107,7 +107,14 @@ MISKEYED = other_line("97140", "K-MIS", patient_id="P90000006", encounter_id="EN
 EXPECTED_DECISIONS = {"ACCEPTED": 3, "CORRECTED": 1, "HELD": 2, "VOIDED": 1, "RETRACTED": 0}
 EXPECTED_HOLDS = {"DOCUMENTATION_INCOMPLETE": 1, "DIAGNOSIS_NOT_SUPPORTING": 1}
 EXPECTED_CORRECTIONS = {"TRACTION_UNITS": 1}
-EXPECTED_DLQ = {"DECODE": 1, "VALIDATION": 1, "SCHEMA": 0, "REPARTITION": 0}
+EXPECTED_DLQ = {
+    "DECODE": 1,
+    "VALIDATION": 1,
+    "SCHEMA": 0,
+    "REPARTITION": 0,
+    "TOO_LARGE": 0,
+    "UNPRODUCIBLE": 0,
+}
 
 
 def produce_known_input(config: WorkerConfig) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -322,6 +323,15 @@ def test_too_many_modifiers_applies_to_every_line() -> None:
     assert rule_ids(decide(line)["C5"]) == {"TOO_MANY_MODIFIERS"}
 
 
+def test_a_line_of_many_modifiers_is_held_and_its_hold_echoes_only_the_first() -> None:
+    modifiers = [f"{n % 90 + 10}" for n in range(300_000)]  # ~1 MB of modifiers
+    verdict = decide(other_line("97110", "C5", modifiers=modifiers))["C5"]
+    (hold,) = [h for h in verdict.holds if h.rule_id == "TOO_MANY_MODIFIERS"]
+    assert hold.message.startswith("300000 modifiers (10,11,12,13,14,15,16,17,18,19,20,21,...")
+    assert "and 299988 more); a claim line carries at most 4" in hold.message
+    assert len(hold.message) < 200
+
+
 # --- INVALID_CHARGE -------------------------------------------------------------------------
 
 
@@ -340,6 +350,32 @@ def test_invalid_charge(overrides: dict[str, object], text: str) -> None:
     invalid = [h for h in verdict.holds if h.rule_id == "INVALID_CHARGE"]
     assert verdict.status == DecisionStatus.HELD and len(invalid) == 1
     assert text in invalid[0].message
+
+
+def test_thirteen_diagnosis_codes_are_held_not_billed() -> None:
+    """A claim carries at most 12 diagnosis codes (837P HI01-HI12, CMS-1500 item 21 A-L)."""
+    codes = [f"M51.{n:02d}" for n in range(13)]
+    verdict = decide(charge(diagnosis_codes=codes))["C1"]
+    assert verdict.status == DecisionStatus.HELD
+    (invalid,) = [h for h in verdict.holds if h.rule_id == "INVALID_CHARGE"]
+    assert invalid.message == (
+        "Invalid charge line: 13 diagnosis codes, a claim carries at most 12"
+    )
+    assert decide(charge(diagnosis_codes=codes[:12]))["C1"].status == DecisionStatus.ACCEPTED
+
+
+def test_the_diagnosis_cap_is_a_pack_setting() -> None:
+    pack = dataclasses.replace(PACKS.for_date(dt.date(2026, 3, 2)), max_diagnosis_codes=2)
+    verdict = decide_visit([charge(diagnosis_codes=["M51.16", "M54.2", "M47.26"])], pack)["C1"]
+    assert "3 diagnosis codes, a claim carries at most 2" in verdict.holds[0].message
+
+
+def test_malformed_codes_are_echoed_short() -> None:
+    line = other_line("9" * 5000, "C1", modifiers=["G"] * 100 + ["x" * 1000])
+    (invalid,) = [h for h in decide(line)["C1"].holds if h.rule_id == "INVALID_CHARGE"]
+    assert f"malformed CPT/HCPCS code '{'9' * 32}...'" in invalid.message
+    assert "malformed modifier(s) 'G', 'G'" in invalid.message
+    assert "... and 89 more" in invalid.message and len(invalid.message) < 300
 
 
 def test_valid_codes_are_not_invalid() -> None:

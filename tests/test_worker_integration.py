@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import struct
 import threading
+import time
 
 import pytest
+from kafka.structs import TopicPartition
 from msgspec.structs import replace
 
 from rules.model import ChargeDecision, ChargeEvent, ErrorKind, EventType
@@ -14,11 +17,11 @@ from rules.pack import PackSet, RulePack, load_packs
 from tests.brokers import BrokerInfo
 from tests.factories import charge, other_line
 from tests.helpers import wait_until
-from tests.worker_harness import running_worker, send_raw, worker_config
+from tests.worker_harness import isolated_config, running_worker, send_raw, worker_config
 from worker.cli.cluster import produce_events
-from worker.config import WorkerConfig
+from worker.config import Guarantee, WorkerConfig
 from worker.errors import StateCorrupt, TopicLayoutError
-from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
 from worker.kafka.partitioner import home_partition
 from worker.kafka.reading import read_to_end
 from worker.observability.health import Health
@@ -235,6 +238,17 @@ class _PacksFailingOn(PackSet):
         return super().for_date(date_of_service)
 
 
+class _SlowPacks(PackSet):
+    """The real packs, 2 ms per lookup: deciding a record takes longer than a 1 ms budget."""
+
+    def __init__(self) -> None:
+        super().__init__(load_packs().packs)
+
+    def for_date(self, date_of_service: dt.date) -> RulePack:
+        time.sleep(0.002)  # the work being slow is what is under test, not a wait for an event
+        return super().for_date(date_of_service)
+
+
 def test_a_record_whose_decision_raises_is_dead_lettered_once_redelivered(
     broker: BrokerInfo, topic_prefix: str
 ) -> None:
@@ -245,7 +259,12 @@ def test_a_record_whose_decision_raises_is_dead_lettered_once_redelivered(
     with running_worker(config, packs=_PacksFailingOn(dt.date(2026, 3, 1))) as worker:
         produce_events(config, [before, poison, after])
         wait_until(lambda: caught_up_after(worker, 3), 60, message="stream not drained")
-        assert worker.restarts == 1  # one abort, then the record is dead-lettered
+        # The batch redone in place (no restart), the record dead-lettered. Deciding writes
+        # nothing to Kafka, so no transaction was open to abort.
+        assert worker.restarts == 0
+        outcomes = _sample(worker, "charge_capture_transactions_total")
+        assert outcomes[("charge_capture_transactions_total", (("outcome", "aborted"),))] == 0
+        assert outcomes[("charge_capture_transactions_total", (("outcome", "committed"),))] >= 1
     (letter,) = [
         CODEC.decode_dead_letter(r.value)
         for r in read_to_end(broker.bootstrap_servers, [config.dlq_topic])
@@ -255,3 +274,95 @@ def test_a_record_whose_decision_raises_is_dead_lettered_once_redelivered(
     assert CODEC.decode_event(letter.value).charge_id == "X1"
     billable = {d.charge_id for d in decisions(broker, config.corrected_topic)}
     assert billable == {"G1", "G2"}
+
+
+def test_a_worker_started_without_its_topics_creates_none_and_waits(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    """Its clients never auto-create a topic (which would get the broker's default partition
+    count); it waits, not ready, until `charge-capture topics` has created them."""
+    config = isolated_config(broker, topic_prefix)
+    worker = Worker(config, metrics=Metrics(), health=Health())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: worker.health.readiness()[1].startswith("waiting for topics"),
+            30,
+            message="the worker did not say it waits for its topics",
+        )
+        ready, reason = worker.health.readiness()
+        assert not ready and config.changelog_topic in reason
+        # Well past its first metadata requests: still nothing of its own exists.
+        wait_until(lambda: worker.health.seconds_since_beat() < 1, 10)
+        assert not set(worker.topics) & set(_topic_names(broker))
+        ensure_topics(config)  # the operator runs `charge-capture topics`
+        wait_until(lambda: worker.health.readiness()[0], 60, message="never ready after topics")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert worker.restarts == 0
+
+
+def _topic_names(broker: BrokerInfo) -> list[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        return list(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def test_the_workers_clients_never_create_a_topic(broker: BrokerInfo, topic_prefix: str) -> None:
+    """Sending to, subscribing to and reading a missing topic leaves it missing (kafka-python
+    asks for auto-creation in every metadata request unless told otherwise)."""
+    from kafka.errors import KafkaTimeoutError
+
+    from worker.kafka import clients
+
+    config = isolated_config(broker, topic_prefix)
+    names = [f"{topic_prefix}.sent", f"{topic_prefix}.subscribed", f"{topic_prefix}.read"]
+    idempotent = dataclasses.replace(config, processing_guarantee=Guarantee.AT_LEAST_ONCE)
+    producer = clients.worker_producer(idempotent)
+    consumer = clients.group_consumer(config)
+    reader = clients.reader(config, "reader")
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            producer.send(names[0], b"x").get(timeout=10)
+        consumer.subscribe([names[1]])
+        consumer.poll(timeout_ms=1500)
+        reader.assign([TopicPartition(names[2], 0)])
+        reader.poll(timeout_ms=1500)
+    finally:
+        producer.close(timeout=1)
+        consumer.close(autocommit=False, timeout_ms=500)
+        reader.close(autocommit=False, timeout_ms=500)
+    assert not set(names) & set(_topic_names(broker))
+
+
+def test_batches_cut_short_by_their_time_budget_lose_nothing(
+    broker: BrokerInfo, topic_prefix: str
+) -> None:
+    """Each record's pack lookup takes 2 ms, over the 1 ms budget: every poll decides one
+    record per partition and seeks the rest back, and with a 1 ms commit interval every poll
+    is its own checkpoint. The stream still drains, every charge decided once per change."""
+    from worker.offline.sample import generate_events
+
+    config = worker_config(broker, topic_prefix, max_batch_ms=1, commit_interval_ms=1)
+    events = [ChargeEvent.model_validate(e) for e in generate_events(40, seed=9)]
+    with running_worker(config, packs=_SlowPacks()) as worker:
+        produce_events(config, events)
+        wait_until(lambda: caught_up_after(worker, len(events)), 120, message="not drained")
+        commits = _sample(worker, "charge_capture_transactions_total")
+    committed = commits[("charge_capture_transactions_total", (("outcome", "committed"),))]
+    assert committed >= len(events) / config.partitions  # polls really were cut short
+    latest = {d.charge_id for d in decisions(broker, config.corrected_topic)} | {
+        d.charge_id for d in decisions(broker, config.held_topic)
+    }
+    assert latest == {e.charge_id for e in events}
+    consumed = sum(
+        v for (_, _), v in _sample(worker, "charge_capture_events_consumed_total").items()
+    )
+    assert consumed == len(events)  # none decided twice, none skipped

@@ -55,15 +55,22 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     max_poll_records: int = 1000
+    # Work per poll is also bounded in time: past it the rest of a polled batch is read again
+    # by the next poll, so kafka-python's I/O thread and the commit are never held off long.
+    max_batch_ms: int = 500
     compression_type: str | None = None  # none, gzip, lz4, zstd; None: each client's default
     transaction_timeout_ms: int = 30_000
-    call_deadline_s: float = 30.0  # every transactional call; past it the instance fails
+    call_deadline_s: float = 30.0  # every transactional call; past it the producer is rebuilt
+    # How long brokers may not answer before the worker gives up (exit 69); shorter outages
+    # are waited out in-process (docs/operations.md "Broker outages").
+    max_broker_outage_s: float = 300.0
     retention_days: int = 30
     input_partitioner: Partitioner = Partitioner.MURMUR2
     version_memory_days: int = 400  # see worker.state.store: Retired
     http_port: int = 9464
     rules_dir: Path | None = None
     log_level: str = "INFO"
+    kafka_log_level: str = "WARNING"  # kafka-python's own loggers (rate-limited either way)
     security: Security = field(default_factory=Security)
     # Confluent Schema Registry (worker.serde.registry_source); no URL: schemas/registry.json.
     # Its password is read from CHARGE_CAPTURE_SCHEMA_REGISTRY_PASSWORD only, never a flag.

@@ -3,8 +3,9 @@
 `ChargeCaptureError` is the root of every error the worker raises on purpose. Their messages
 name topics, partitions, offsets, files, settings and addresses, never record data, so log
 lines may show them in full (`describe_error`). A `FatalError` stops the process with its
-`exit_code` (documented in docs/operations.md); everything else is handled where it is raised:
-a record that cannot be decided goes to the DLQ, a failed batch restarts the instance.
+`exit_code` (documented in docs/operations.md "Exit codes"); everything else is handled where
+it is raised: a record that cannot be decided goes to the DLQ, a failed batch is rewound, a
+stuck transactional call gets a new producer, a broker outage is waited out.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ EXIT_USAGE = 2  # argparse's own: a bad flag or value
 EXIT_FAILED = 1  # the command ran but could not finish its job
 EXIT_DATAERR = 65  # EX_DATAERR: stored state does not read back; no usable input line
 EXIT_NOINPUT = 66  # EX_NOINPUT: an input file is missing, a directory or not text
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a broker or registry did not answer in time
-EXIT_SOFTWARE = 70  # EX_SOFTWARE: a client call hung past its deadline
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no broker or registry answered in time
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: an output file cannot be written
 EXIT_CONFIG = 78  # EX_CONFIG: settings, rule packs or the topic layout are unusable
 
@@ -55,11 +55,22 @@ class StateCorrupt(FatalError):
     summary = "state does not restore; exiting"
 
 
-class CallDeadlineExceeded(FatalError):
-    """A client call that has no timeout of its own did not return in time."""
+class BrokerUnavailable(FatalError):
+    """No Kafka broker answers: at the configured addresses (a one-off verb; the message names
+    each), or for longer than --max-broker-outage (the worker: waiting longer in-process helps
+    nobody, and an exit is what a supervisor and an alert see)."""
 
-    exit_code = EXIT_SOFTWARE
-    summary = "transactional call stuck; exiting"
+    exit_code = EXIT_UNAVAILABLE
+    summary = "broker unreachable for too long; exiting"
+
+
+class CallDeadlineExceeded(ChargeCaptureError):
+    """A transactional call did not return in time, or its transaction outlived
+    transaction.timeout.ms: the producer is abandoned and a new one fences it."""
+
+
+class Stopping(ChargeCaptureError):
+    """A stop was requested while a call was still waiting: it is abandoned."""
 
 
 class UndecidableRecord(ChargeCaptureError):
@@ -73,17 +84,44 @@ class UndecidableRecord(ChargeCaptureError):
 
 class RecordFailed(ChargeCaptureError):
     """Deciding one input record raised something no check foresaw (a bug, or data nobody
-    expected): the batch aborts, and the record is dead-lettered when it is read again."""
+    expected), or its outputs could not be produced (too large, refused by the broker): the
+    batch aborts, and the record is dead-lettered with `kind` when it is read again."""
 
-    def __init__(self, where: tuple[str, int, int], cause: str) -> None:
+    def __init__(
+        self,
+        where: tuple[str, int, int],
+        cause: str,
+        kind: ErrorKind = ErrorKind.VALIDATION,
+        *,
+        bare: bool = False,
+    ) -> None:
         topic, partition, offset = where
         super().__init__(f"record {topic}[{partition}] offset {offset}: {cause}")
         self.where = where
         self.cause = cause
+        self.kind = kind
+        # Its dead letter was refused too: the next one carries no copy of the value at all.
+        self.bare = bare
+
+
+class OutputsFailed(ChargeCaptureError):
+    """Outputs of a batch were refused record by record (too large, invalid): each failure
+    names the input record it came from, which is dead-lettered when the batch is redone."""
+
+    def __init__(self, failures: list[RecordFailed]) -> None:
+        first = failures[0]
+        super().__init__(f"{len(failures)} input record(s) with refused outputs, first {first}")
+        self.failures = failures
 
 
 class InstanceRestart(ChargeCaptureError):
-    """Drop clients and state, rejoin the group and restore: the batch did not commit."""
+    """Drop clients and state, rejoin the group and restore: the batch did not commit.
+
+    `reason` is one of worker.observability.metrics.RESTART_REASONS."""
+
+    def __init__(self, message: str, reason: str = "batch_failed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ReplayError(ChargeCaptureError):
@@ -119,13 +157,6 @@ class BrokerStartError(FatalError):
 
     exit_code = EXIT_UNAVAILABLE
     summary = "embedded broker did not start; exiting"
-
-
-class BrokerUnavailable(FatalError):
-    """No Kafka broker answers at the configured addresses (the message names each one)."""
-
-    exit_code = EXIT_UNAVAILABLE
-    summary = "Kafka unavailable; exiting"
 
 
 class InputUnreadable(FatalError):

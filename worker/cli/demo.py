@@ -82,7 +82,7 @@ def demo_events(visits: int, seed: int, now: dt.datetime) -> list[ChargeEvent]:
 def cmd_demo(args: argparse.Namespace) -> int:
     config: WorkerConfig = args.config
     config.log_level = "WARNING" if args.log_level is None else config.log_level
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, kafka_level=config.kafka_log_level)
     packs = load_packs(config.rules_dir)
     config.session_timeout_ms = min(config.session_timeout_ms, 6000)
     config.heartbeat_interval_ms = min(config.heartbeat_interval_ms, 1000)

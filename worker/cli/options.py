@@ -155,8 +155,15 @@ WORKER = Group(
         Option("session_timeout_ms", "consumer group session timeout", _ms(1)),
         Option("heartbeat_interval_ms", "group heartbeat, below the session timeout", _ms(1)),
         Option("max_poll_records", "records per polled batch", values.integer(1)),
+        Option("max_batch_ms", "most milliseconds spent deciding one poll's records", _ms(1)),
         Option("transaction_timeout_ms", "Kafka transaction timeout", _ms(1)),
         Option("call_deadline_s", "deadline of each transactional call", values.seconds),
+        Option(
+            "max_broker_outage_s",
+            "seconds without an answering broker before the worker exits 69",
+            values.seconds,
+            flag="--max-broker-outage",
+        ),
     ),
 )
 
@@ -224,6 +231,12 @@ LOGGING = Group(
         Option(
             "log_level",
             f"level of the JSON log lines on stdout: {', '.join(LOG_LEVELS)}",
+            values.choice(*LOG_LEVELS, upper=True),
+            metavar="LEVEL",
+        ),
+        Option(
+            "kafka_log_level",
+            "level of kafka-python's own log lines, rate-limited to one per kind a minute",
             values.choice(*LOG_LEVELS, upper=True),
             metavar="LEVEL",
         ),

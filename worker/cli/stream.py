@@ -83,7 +83,7 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config: WorkerConfig = args.config
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, kafka_level=config.kafka_log_level)
     packs = load_packs(config.rules_dir)  # a broken pack fails before a broker is started
     stop = threading.Event()
     stop_on_signals(stop)

@@ -113,6 +113,16 @@ def _await_partitions(
         time.sleep(0.05)
 
 
+def partition_counts(config: WorkerConfig, names: list[str], timeout_s: float) -> dict[str, int]:
+    """Partition count of each of `names` that exists (a missing topic is left out). Asks
+    without auto-creation: looking must never create a topic."""
+    admin = clients.admin(config, timeout_s)
+    try:
+        return _partition_counts(admin, names)
+    finally:
+        admin.close()
+
+
 def topic_specs(config: WorkerConfig) -> list[TopicSpec]:
     n = config.partitions
     return [

@@ -13,6 +13,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from worker.config import Guarantee, WorkerConfig
 from worker.kafka.assignor import CopartitionedCooperativeStickyAssignor
 
+# kafka-python backs off reconnects exponentially up to 30 s by default: after an outage a
+# client would sit out up to half a minute with the broker back. A 1 s ceiling resumes work
+# within seconds and is still no reconnect storm (one attempt a second per client).
+RECONNECT_BACKOFF_MAX_MS = 1000
+# A constructor blocks until it has bootstrapped; the worker probes the bootstrap list first
+# and retries, so a short wait here keeps SIGTERM and the outage clock responsive.
+BOOTSTRAP_TIMEOUT_MS = 5000
+
 
 def common(config: WorkerConfig, role: str) -> dict[str, Any]:
     """Address, client id and SASL/SSL settings every client of `config` shares."""
@@ -20,6 +28,7 @@ def common(config: WorkerConfig, role: str) -> dict[str, Any]:
     return {
         "bootstrap_servers": config.bootstrap_servers,
         "client_id": f"{config.app_id}-{role}",
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         **config.security.kafka_kwargs(),
     }
 
@@ -30,6 +39,26 @@ def compression(config: WorkerConfig, default: str | None) -> str | None:
     return None if chosen in (None, "none") else chosen
 
 
+def _never_create_topics(client: Any) -> Any:
+    """kafka-python 3.0.12 accepts `allow_auto_create_topics` but does not hand it to the
+    cluster metadata that makes the requests (they always ask for auto-creation): set it there
+    too. Before the first topic is asked about: bootstrap requests name no topic."""
+    cluster = getattr(client, "_metadata", None) or getattr(
+        getattr(client, "_manager", None), "cluster", None
+    )
+    if cluster is not None and isinstance(getattr(cluster, "config", None), dict):
+        cluster.config["allow_auto_create_topics"] = False
+    return client
+
+
+def _worker_client(config: WorkerConfig) -> dict[str, Any]:
+    """What the live worker's own clients add: they never create a topic (a metadata request
+    for a missing topic would, on a broker with auto.create.topics.enable, create it with the
+    broker's defaults: the wrong partition count for co-partitioned state), and bootstrap
+    briefly."""
+    return {"allow_auto_create_topics": False, "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS}
+
+
 def isolation(config: WorkerConfig) -> str:
     """Exactly-once reads only committed records; at-least-once reads whatever is there."""
     exactly_once = config.processing_guarantee == Guarantee.EXACTLY_ONCE
@@ -38,8 +67,9 @@ def isolation(config: WorkerConfig) -> str:
 
 def group_consumer(config: WorkerConfig) -> KafkaConsumer:
     """The worker's member of the consumer group: offsets are committed in transactions."""
-    return KafkaConsumer(
+    consumer = KafkaConsumer(
         **common(config, config.instance_id),
+        **_worker_client(config),
         group_id=config.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -52,6 +82,7 @@ def group_consumer(config: WorkerConfig) -> KafkaConsumer:
         # commit interval so an idle-then-busy partition is not half a second late.
         fetch_max_wait_ms=max(config.commit_interval_ms, 10),
     )
+    return _never_create_topics(consumer)
 
 
 def worker_producer(config: WorkerConfig) -> KafkaProducer:
@@ -63,6 +94,10 @@ def worker_producer(config: WorkerConfig) -> KafkaProducer:
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "compression_type": compression(config, default=None),
+        # send() waits this long for metadata or buffer space; the worker loads the metadata
+        # of its output topics before its first batch, so a send only waits in an outage.
+        "max_block_ms": 5000,
+        **_worker_client(config),
     }
     if config.processing_guarantee == Guarantee.EXACTLY_ONCE:
         options.update(
@@ -71,7 +106,7 @@ def worker_producer(config: WorkerConfig) -> KafkaProducer:
         )
     else:
         options.update(enable_idempotence=True)
-    return KafkaProducer(**common(config, config.instance_id), **options)
+    return _never_create_topics(KafkaProducer(**common(config, config.instance_id), **options))
 
 
 def reader(config: WorkerConfig, role: str, **overrides: Any) -> KafkaConsumer:
@@ -80,9 +115,10 @@ def reader(config: WorkerConfig, role: str, **overrides: Any) -> KafkaConsumer:
         "group_id": None,
         "enable_auto_commit": False,
         "isolation_level": "read_committed",
+        "allow_auto_create_topics": False,  # reading never creates what it reads
         **overrides,
     }
-    return KafkaConsumer(**common(config, role), **options)
+    return _never_create_topics(KafkaConsumer(**common(config, role), **options))
 
 
 def bulk_producer(config: WorkerConfig) -> KafkaProducer:

@@ -99,23 +99,40 @@ def _tcp_open(port: int) -> bool:
 
 
 class EmbeddedBroker:
-    """Tansu on a free loopback port with in-memory storage; usable with or without `with`."""
+    """Tansu on a free loopback port with in-memory storage; usable with or without `with`.
 
-    def __init__(self, *, startup_timeout_s: float = 30.0, log_dir: Path | None = None) -> None:
+    `port` fixes the listening port (default: a free one). `advertised_port` makes Tansu tell
+    clients to connect elsewhere, e.g. to a TCP proxy in front of it that forwards to `port`:
+    Kafka clients bootstrap, then use the advertised address for everything, so only then does
+    all their traffic pass the proxy. The proxy must be listening before `start()`, which
+    checks the broker through the advertised address.
+    """
+
+    def __init__(
+        self,
+        *,
+        startup_timeout_s: float = 30.0,
+        log_dir: Path | None = None,
+        port: int | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.startup_timeout_s = startup_timeout_s
         self._log_dir = log_dir
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._fixed_port = port
+        self.advertised_port = advertised_port
         self.port: int | None = None
         self.log_path: Path | None = None
         self.startup_s: float | None = None
 
     @property
     def bootstrap_servers(self) -> str:
+        """Where clients connect: the advertised address."""
         if self.port is None:
             raise RuntimeError("EmbeddedBroker is not started")
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port or self.port}"
 
     def start(self) -> Self:
         if self._proc is not None:
@@ -145,8 +162,9 @@ class EmbeddedBroker:
         raise BrokerStartError(last_error)
 
     def _spawn(self, binary: str) -> None:
-        self.port = free_loopback_port()
+        self.port = self._fixed_port or free_loopback_port()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         assert self.log_path is not None
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
         # Tansu reads settings from env vars too (LISTENER_URL, STORAGE_ENGINE, ...); flags win.
@@ -157,7 +175,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

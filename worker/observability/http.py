@@ -11,14 +11,19 @@ passes ``ephemeral=True`` (tests), which binds a free port reported by ``HttpSer
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
-from worker.observability.health import Health
+from worker.observability.health import LIVENESS_DEADLINE_S, Health
+from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics
+
+log = logging.getLogger("charge_capture.http")
 
 
 class HttpServer:
@@ -93,6 +98,19 @@ def _make_handler(
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung scrape must never keep the process from exiting
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr, outside the JSON log, whenever a scraper
+        # hangs up mid-reply (BrokenPipeError, ConnectionResetError): that is the scraper's
+        # business, so one JSON line at DEBUG.
+        error = sys.exc_info()[1]
+        log.debug(
+            "HTTP client went away",
+            extra=fields(
+                client=f"{client_address[0]}:{client_address[1]}",
+                error=describe_error(error) if error else None,
+            ),
+        )
+
 
 def start_http_server(
     port: int,
@@ -100,7 +118,7 @@ def start_http_server(
     health: Health,
     *,
     host: str = "0.0.0.0",
-    loop_deadline_s: float = 60.0,
+    loop_deadline_s: float = LIVENESS_DEADLINE_S,
     ephemeral: bool = False,
 ) -> HttpServer:
     """Serve /metrics, /healthz and /readyz on ``host:port`` from a daemon thread.

@@ -2,6 +2,12 @@
 
 Correlation fields are internal ids only (topic, partition, offset, event_id, charge_id).
 Patient ids, names and diagnosis codes are never passed to a logger at INFO or above.
+
+Third-party loggers (kafka-python's `kafka.*`) go through the same formatter at their own level
+(`--kafka-log-level`, WARNING by default), rate-limited: one line per message kind per minute,
+the next one carrying how many were suppressed meanwhile. During a broker outage kafka-python
+repeats the same few connection errors every second; the worker says once that the broker is
+unreachable and once that it is back (worker.runtime.outage).
 """
 
 from __future__ import annotations
@@ -9,7 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from kafka.errors import KafkaError
@@ -35,16 +45,68 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """JSON lines at `level` on `stream` (default stdout; stderr where stdout is data)."""
+THIRD_PARTY = ("kafka",)  # logger names whose lines are rate-limited
+RATE_WINDOW_S = 60.0
+_NUMBERS = re.compile(r"\d+(\.\d+)?")
+
+
+class RateLimit(logging.Filter):
+    """One line per message kind per `window_s` for third-party loggers.
+
+    A kind is the logger, the level and the message template with its numbers blanked
+    (kafka-python formats some messages itself, with node ids, ports and backoffs inside). The
+    first line of a kind in a window passes; the rest are counted, and the first line of the
+    next window carries `suppressed` (how many were dropped before it).
+    """
+
+    def __init__(
+        self,
+        window_s: float = RATE_WINDOW_S,
+        prefixes: tuple[str, ...] = THIRD_PARTY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window_s, self.prefixes, self.clock = window_s, prefixes, clock
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}  # -> (opened, dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if not any(name == p or name.startswith(p + ".") for p in self.prefixes):
+            return True
+        kind = (name, record.levelno, _NUMBERS.sub("#", str(record.msg))[:200])
+        now = self.clock()
+        with self._lock:
+            opened, dropped = self._kinds.get(kind, (-self.window_s, 0))
+            if now - opened < self.window_s:
+                self._kinds[kind] = (opened, dropped + 1)
+                return False
+            self._kinds[kind] = (now, 0)
+            if len(self._kinds) > 1000:  # kinds are few; this only bounds a pathological case
+                self._kinds = {k: v for k, v in self._kinds.items() if now - v[0] < self.window_s}
+        if dropped:
+            extra = dict(getattr(record, "fields", None) or {})
+            extra["suppressed"] = dropped
+            extra["suppressed_window_s"] = self.window_s
+            record.fields = extra
+        return True
+
+
+def configure(
+    level: str = "INFO", stream: TextIO | None = None, kafka_level: str = "WARNING"
+) -> None:
+    """JSON lines at `level` on `stream` (default stdout; stderr where stdout is data);
+    kafka-python's at `kafka_level`, rate-limited."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RateLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kafka-python logs connection chatter at INFO, the schema registry client's HTTP stack
-    # every request: keep them to warnings.
-    for chatty in ("kafka", "httpx", "httpx2", "httpcore", "httpcore2"):
+    # kafka-python logs connection chatter at INFO and every failed reconnect at ERROR; the
+    # schema registry client's HTTP stack logs every request at INFO.
+    logging.getLogger("kafka").setLevel(kafka_level.upper())
+    for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

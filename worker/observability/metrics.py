@@ -35,6 +35,15 @@ DECISION_STATUSES = ("ACCEPTED", "CORRECTED", "HELD", "RETRACTED", "VOIDED")
 DLQ_ERROR_KINDS = tuple(kind.value for kind in ErrorKind)
 TRANSACTION_OUTCOMES = ("committed", "aborted")
 REBALANCE_KINDS = ("assigned", "revoked", "lost")
+# Why the instance started over (worker.runtime.worker): new clients, or a new producer with
+# the partitions' state restored in place.
+RESTART_REASONS = (
+    "broker_unavailable",  # clients could not be opened or a client call failed on the broker
+    "call_deadline",  # a transactional call passed its deadline, or its transaction expired
+    "batch_failed",  # a batch failed for a reason no record explains
+    "fenced",  # another producer took this transactional.id
+    "restore_failed",  # reading committed offsets or the changelog failed
+)
 
 # Per-batch wall time: a healthy batch takes milliseconds, a slow broker or a big restore seconds.
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -110,6 +119,17 @@ class Metrics:
         )
         self.rebalances = counter(
             "rebalances_total", "Consumer-group rebalance callbacks.", "kind", REBALANCE_KINDS
+        )
+        self.instance_restarts = counter(
+            "instance_restarts_total",
+            "Times the instance started over (new clients, or a new producer and state restored), "
+            "by reason.",
+            "reason",
+            RESTART_REASONS,
+        )
+        self.broker_unreachable = gauge(
+            "broker_unreachable_seconds",
+            "How long no broker has answered (0 while one does).",
         )
         self.partitions_assigned = gauge(
             "partitions_assigned", "Input partitions currently assigned."

@@ -36,7 +36,7 @@ class _Share:
     """One partition's part of the batch."""
 
     decisions: dict[str, _Pending] = field(default_factory=dict)  # by charge_id, first seen first
-    letters: list[tuple[Record, ErrorKind, str]] = field(default_factory=list)
+    letters: list[tuple[Record, ErrorKind, str, bool]] = field(default_factory=list)
     rekeyed: list[tuple[Record, bytes, int]] = field(default_factory=list)
 
 
@@ -66,8 +66,11 @@ class Batch:
         else:
             pending.latest, pending.body, pending.occurred_at = publication, body, occurred_at
 
-    def dead_letter(self, partition: int, record: Record, kind: ErrorKind, message: str) -> None:
-        self._share(partition).letters.append((record, kind, message))
+    def dead_letter(
+        self, partition: int, record: Record, kind: ErrorKind, message: str, bare: bool = False
+    ) -> None:
+        """`bare`: the letter leaves the value out (even a cut copy of it was refused)."""
+        self._share(partition).letters.append((record, kind, message, bare))
 
     def rekey(self, partition: int, record: Record, patient: bytes, home: int) -> None:
         self._share(partition).rekeyed.append((record, patient, home))
@@ -85,15 +88,22 @@ class Batch:
         sensor: Sensor,
         decorate: Callable[[Decision], Decision] | None = None,
     ) -> None:
-        """Hand everything to `outputs`, partition by partition, in processing order."""
+        """Hand everything to `outputs`, partition by partition, in processing order. Each
+        output names the input record it answers for (`outputs.origin`), so one the broker
+        refuses can be laid at that record's door."""
         for share in self.shares.values():
-            for record, kind, message in share.letters:
-                outputs.dead_letter(record, kind, message)
+            for record, kind, message, bare in share.letters:
+                outputs.origin = (record.topic, record.partition, record.offset)
+                outputs.dead_letter(record, kind, message, bare=bare)
                 sensor.dead_lettered(record, kind, message)
             for record, patient, home in share.rekeyed:
+                outputs.origin = (record.topic, record.partition, record.offset)
                 outputs.rekey(record, patient, home)
             for pending in share.decisions.values():
+                source = pending.latest.decision.source
+                outputs.origin = (source.topic, source.partition, source.offset)
                 _emit(pending, outputs, sensor, decorate)
+        outputs.origin = None
         self.shares.clear()
 
 

@@ -14,11 +14,17 @@ of replay.
 
 Placement is as the live repartition topic would do it, so live and replay decide in the same
 state; a re-keyed event never moves event time in either (worker.state.store).
+
+An input value over MAX_INPUT_BYTES is dead-lettered (TOO_LARGE) before it is decoded: its
+decision (which embeds the line) and its visit's changelog record would not fit the broker's
+default 1 MB limit, and live and replay must agree on it, so the cap is here, in the one path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+
+from kafka.structs import TopicPartition
 
 from rules.charge import Charge, Decision, DecisionSource
 from rules.model import ErrorKind
@@ -29,12 +35,15 @@ from worker.kafka.partitioner import home_partition
 from worker.kafka.records import Record, record_time
 from worker.observability.logs import describe_error
 from worker.processing.batch import Batch
-from worker.processing.outputs import Outputs
+from worker.processing.outputs import Outputs, Where
 from worker.processing.sensor import NullSensor, Sensor
 from worker.serde.codec import Codec
 from worker.state.store import PartitionState
 
-Where = tuple[str, int, int]  # (topic, partition, offset) of an input record
+# An ordinary charge event is about 1 KB. A quarter of the 1 MiB that producers and brokers
+# accept by default leaves room for the decision that embeds the line and for the visit's
+# changelog record (JSON, up to twice the Avro size for a line of short strings).
+MAX_INPUT_BYTES = 256 * 1024
 
 
 class Processor:
@@ -58,19 +67,27 @@ class Processor:
         self.rekey_in_process = rekey_in_process
         self.sensor: Sensor = sensor or NullSensor()
         self.decorate = decorate  # e.g. replay's PARTIAL_VISIT flag
-        # Input records whose decision raised: dead-lettered when they are read again (a
-        # restart redelivers them), so one bad record cannot crash-loop the worker.
-        self.failed: dict[Where, str] = {}
+        # Input records whose decision raised, or whose outputs were refused: dead-lettered
+        # when they are read again (the redone batch redelivers them), so one bad record
+        # cannot fail the worker forever. Kept until a checkpoint commits past them: the
+        # redone batch may fail again for another record and be read a third time.
+        self.failed: dict[Where, RecordFailed] = {}
+        self.max_input_bytes: int | None = MAX_INPUT_BYTES
 
     def process(self, record: Record, partitions: int, batch: Batch) -> None:
         """Decide one input record read from a topic of `partitions` partitions into `batch`."""
         where = (record.topic, record.partition, record.offset)
         batch.records += 1
-        failure = self.failed.pop(where, None)
+        failure = self.failed.get(where)
         if failure is not None:
-            # Deciding it raised last time and would again: dead-letter it and move on.
-            message = f"deciding it failed: {failure}"
-            batch.dead_letter(record.partition, record, ErrorKind.VALIDATION, message)
+            # It failed last time and would again: dead-letter it and move on.
+            message = _failed_message(failure)
+            batch.dead_letter(record.partition, record, failure.kind, message, failure.bare)
+            return
+        size = len(record.value or b"")
+        if self.max_input_bytes is not None and size > self.max_input_bytes:
+            message = f"value of {size} bytes is over the {self.max_input_bytes}-byte input limit"
+            batch.dead_letter(record.partition, record, ErrorKind.TOO_LARGE, message)
             return
         try:
             charge, body = self.codec.read_event(record.value)
@@ -93,6 +110,14 @@ class Processor:
             # The input's own Avro body is spliced into the decision when it bills it as is.
             own = body if publication.decision.charge is charge else None
             batch.decided(home, publication, own, charge.occurred_at)
+
+    def committed(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """A checkpoint committed up to `next_offsets`: the failures before them are done."""
+        if self.failed:
+            for where in list(self.failed):
+                topic, partition, offset = where
+                if offset < next_offsets.get(TopicPartition(topic, partition), -1):
+                    del self.failed[where]
 
     def _decide(
         self, record: Record, charge: Charge, state: PartitionState, rekeyed: bool
@@ -118,3 +143,9 @@ class Processor:
     def emit(self, batch: Batch, outputs: Outputs) -> None:
         """Hand the batch to `outputs`: each charge's latest decision, dead letters, re-keys."""
         batch.emit(outputs, self.sensor, self.decorate)
+
+
+def _failed_message(failure: RecordFailed) -> str:
+    if failure.kind == ErrorKind.VALIDATION:
+        return f"deciding it failed: {failure.cause}"
+    return failure.cause

@@ -6,6 +6,10 @@ state from the changelog (`restore_pending`) and resumes them. Restoration reads
 partition from its beginning to its highwater and keeps the records whose input offsets are
 below the committed offsets (worker.state.changelog.is_committed): work of a transaction that
 never committed is never restored, even on a broker that shows aborted records.
+
+`rewind` does the same for partitions this instance keeps owning, after a batch whose
+transaction did not commit: their in-memory state went with it, so it is restored again and
+the consumer goes back to the committed offsets, without leaving the group.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Recovery:
         self.joined = False
         # Told which partitions were dropped (the worker drops their part of an open batch).
         self.on_drop: Callable[[list[int]], None] = lambda numbers: None
+        self.partitions = 0  # of the input (and co-partitioned) topics, from the layout check
         self._consumer: KafkaConsumer | None = None
         self._restorer: KafkaConsumer | None = None
 
@@ -100,22 +105,47 @@ class Recovery:
     def is_ready_to_process(self, partition: int) -> bool:
         return partition in self.states and partition not in self.pending
 
-    def restore_pending(self) -> None:
+    def rewind(self, numbers: Iterable[int]) -> list[int]:
+        """Forget the state of owned partitions `numbers` and restore them again (by the
+        loop's next `restore_pending`), consuming from their committed offsets."""
+        consumer = self._consumer
+        assert consumer is not None
+        owned = sorted(set(numbers) & (set(self.states) | self.pending))
+        if not owned:
+            return []
+        self.drop(owned)
+        assigned = consumer.assignment() or set()
+        consumer.pause(
+            *[tp for t in self.inputs for n in owned if (tp := TopicPartition(t, n)) in assigned]
+        )
+        self.pending |= set(owned)
+        self.set_ready()
+        return owned
+
+    def restore_pending(self, tick: Callable[[], None] | None = None) -> None:
+        """Restore the pending partitions; `tick` runs between reads (liveness, stop)."""
         if not self.pending:
             return
         consumer = self._consumer
         assert consumer is not None
         numbers = sorted(self.pending)
         try:
-            self._restore(numbers)
+            committed = self._restore(numbers, tick or self.health.mark_loop_alive)
         except KafkaError as error:  # e.g. a broker blip while reading committed offsets
             raise InstanceRestart(
-                f"restore of {numbers} failed: {describe_error(error)}"
+                f"restore of {numbers} failed: {describe_error(error)}", "restore_failed"
             ) from error
         except TimeoutError as error:
-            raise InstanceRestart(f"changelog restore of {numbers} timed out: {error}") from error
+            raise InstanceRestart(
+                f"changelog restore of {numbers} timed out: {error}", "restore_failed"
+            ) from error
         self.pending.difference_update(numbers)
-        consumer.resume(*[TopicPartition(t, n) for t in self.inputs for n in numbers])
+        # From the committed offsets: after a rewind the consumer had read past them.
+        assigned = consumer.assignment() or set()
+        for tp, offset in committed.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
+        consumer.resume(*[tp for tp in committed if tp in assigned])
         self.set_ready()
 
     def set_ready(self) -> None:
@@ -135,21 +165,25 @@ class Recovery:
                 self.committed.pop(TopicPartition(topic, number), None)
         self.metrics.forget_partitions((t, n) for t in self.inputs for n in numbers)
 
-    def _restore(self, numbers: list[int]) -> None:
-        """Rebuild state of `numbers` from the changelog, skipping uncommitted work."""
+    def _restore(self, numbers: list[int], tick: Callable[[], None]) -> dict[TopicPartition, int]:
+        """Rebuild state of `numbers` from the changelog, skipping uncommitted work; the
+        committed offset of each of their input partitions."""
         consumer, restorer = self._consumer, self._restorer
         assert consumer is not None and restorer is not None
         started = time.monotonic()
+        # Short, with a beat between: a coordinator that does not answer must not hold the
+        # loop past the liveness deadline (the restore is retried).
+        timeout_ms = int(min(self.config.call_deadline_s, 5.0) * 1000)
         committed: dict[int, dict[str, int]] = {}
+        offsets: dict[TopicPartition, int] = {}
         for number in numbers:
             committed[number] = {}
             for topic in self.inputs:
                 tp = TopicPartition(topic, number)
-                offset = consumer.committed(tp) or 0
-                committed[number][topic] = offset
-                self.committed[tp] = offset
-        partitions = len(consumer.partitions_for_topic(self.config.input_topic) or ())
-        states = {n: new_state(self.config, n, partitions) for n in numbers}
+                offset = consumer.committed(tp, timeout_ms=timeout_ms) or 0
+                committed[number][topic] = offsets[tp] = offset
+                tick()
+        states = {n: new_state(self.config, n, self.partitions) for n in numbers}
         starts: dict[TopicPartition, int | None] = {
             TopicPartition(self.config.changelog_topic, n): None for n in numbers
         }
@@ -160,13 +194,14 @@ class Recovery:
             starts,
             stall_timeout_s=stall_s,
             max_records=5000,
-            heartbeat=self.health.mark_loop_alive,
+            heartbeat=tick,
         ):
             for record in records:
                 if is_committed(record.headers or [], committed[tp.partition]):
                     _restore_record(states[tp.partition], record)
                     restored += 1
         self.states.update(states)
+        self.committed.update(offsets)
         seconds = time.monotonic() - started
         self.metrics.restore_seconds.observe(seconds)
         self.metrics.restore_records.inc(restored)
@@ -179,6 +214,7 @@ class Recovery:
                 seconds=round(seconds, 3),
             ),
         )
+        return offsets
 
 
 def _restore_record(state: PartitionState, record: Record) -> None:

@@ -1,11 +1,22 @@
 """The streaming worker: charge events in, versioned decisions out, exactly once.
 
-One loop: poll a batch, decide each record through the processing path
-(worker.processing.pipeline), write the touched visits to the changelog, and commit outputs,
-changelog and consumed offsets in one transaction (worker.runtime.checkpoint). Any failure
-inside a batch aborts it and restarts the instance (new clients, state restored from the
-changelog: worker.runtime.recovery), as Kafka Streams does with a corrupted task: the
-in-memory state is never trusted past an aborted transaction.
+One loop: poll, decide each record through the processing path (worker.processing.pipeline)
+into the open batch within a time budget, and at the commit interval write the batch's outputs
+and touched visits and commit them with the consumed offsets in one transaction
+(worker.runtime.checkpoint). The in-memory state is never trusted past a transaction that did
+not commit; what happens instead depends on why (docs/operations.md):
+
+- a record that cannot be decided, or whose outputs the broker refuses (too large): the batch
+  aborts, its partitions are rewound (state restored from the changelog, the consumer back at
+  the committed offsets) and the record is dead-lettered when it comes round again;
+- a transactional call past its deadline, or a transaction older than transaction.timeout.ms
+  (a broker outage in mid-commit): the producer is abandoned, a new one with the same
+  transactional.id fences it, and every owned partition is rewound; the consumer stays in the
+  group;
+- no broker answers: waited out with readiness false, up to --max-broker-outage (exit 69);
+- a schema registry that does not answer: the poll's records are read again after a wait;
+- a fenced producer (another instance with this transactional.id), a batch that keeps failing,
+  clients that cannot be opened: the instance restarts (new clients, rejoin) with a backoff.
 """
 
 from __future__ import annotations
@@ -14,17 +25,24 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from rules.pack import PackSet, load_packs
-from worker.config import Guarantee, WorkerConfig
-from worker.errors import FatalError, InstanceRestart, RecordFailed, TopicLayoutError
-from worker.kafka import clients
-from worker.kafka.deadlines import with_deadline
+from worker.config import WorkerConfig
+from worker.errors import (
+    CallDeadlineExceeded,
+    FatalError,
+    InstanceRestart,
+    OutputsFailed,
+    RecordFailed,
+    Stopping,
+)
+from worker.kafka import clients, reach
+from worker.kafka.transactions import FENCED, is_fenced
 from worker.observability.health import Health
 from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics, PrometheusSensor
@@ -33,20 +51,25 @@ from worker.processing.pipeline import Processor
 from worker.processing.schema_wait import SchemaWait
 from worker.runtime.checkpoint import Checkpoint
 from worker.runtime.gauges import Gauges
+from worker.runtime.outage import Outage
 from worker.runtime.recovery import Recovery
+from worker.runtime.startup import await_brokers, await_topics
+from worker.runtime.transactor import Transactor
 from worker.serde.codec import Codec
 from worker.serde.registry_source import codec_for
 from worker.state.store import PartitionState
 
 log = logging.getLogger("charge_capture.worker")
 
+MAX_BACKOFF_S = 10.0
+# Batches that fail in a row, for no reason a record explains, before the instance restarts.
+FAILURES_BEFORE_RESTART = 3
+
 
 @dataclass
 class _Clients:
     consumer: KafkaConsumer
-    producer: KafkaProducer
     restorer: KafkaConsumer
-    outputs: TopicOutputs  # through `producer`, inside its transactions
 
 
 class Worker:
@@ -75,16 +98,22 @@ class Worker:
             sensor=PrometheusSensor(self.metrics),
         )
         self.recovery = Recovery(config, self.states, self.metrics, self.health)
+        self.recovery.on_drop = self._dropped
         # A schema registry that does not answer: wait, readiness false (the recovery's own
         # readiness again once it answers), exit 69 past the limit.
         self.schema_wait = SchemaWait(
             config.schema_registry_outage_s, self.health, self.recovery.set_ready
         )
         self.gauges = Gauges(self.metrics, self.inputs)
+        self.outage = Outage(config, self.health, self.metrics)
+        self.stop = threading.Event()
+        self.transactor = Transactor(config, self._tick, self.stop)
         self.restarts = 0
         self._clients: _Clients | None = None
         self._open: Checkpoint | None = None  # the batch being decided, not yet committed
-        self.recovery.on_drop = self._revoked
+        self._partitions: dict[str, int] = {}  # partition counts of the output topics
+        self._failed_in_a_row = 0
+        self._bare: set[tuple[str, int, int]] = set()
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -95,10 +124,17 @@ class Worker:
     def inputs(self) -> tuple[str, str]:
         return (self.config.input_topic, self.config.repartition_topic)
 
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the worker reads or writes."""
+        c = self.config
+        return [*self.inputs, c.changelog_topic, c.corrected_topic, c.held_topic, c.dlq_topic]
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Process until `stop` is set, restarting the instance after a failed batch."""
+        """Process until `stop` is set, restarting the instance when it must start over."""
+        self.stop = self.transactor.stop = stop
         # Schema ids of the outputs resolved and the input's schema checked once, before any
         # client opens (a no-op without a schema registry).
         if not self.schema_wait.open(self.codec, stop):
@@ -108,44 +144,84 @@ class Worker:
             try:
                 self._session(stop)
                 return
+            except Stopping:
+                return
             except FatalError:
                 raise
-            except (InstanceRestart, KafkaError) as reason:
-                # A broker that is down or a group that failed is not this process's fault:
-                # start over with fresh clients rather than exit.
-                self.restarts += 1
-                log.warning(
-                    "instance restart",
-                    extra=fields(reason=describe_error(reason), restarts=self.restarts),
-                )
-                # Backoff keeps a broker outage from turning into a tight reconnect loop.
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+            except (InstanceRestart, KafkaError, CallDeadlineExceeded) as reason:
+                self._count_restart(_restart_reason(reason), reason, "instance restart")
+                self._pause(backoff)  # no tight reconnect loop during an outage
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _count_restart(self, reason: str, error: BaseException, message: str) -> None:
+        self.restarts += 1
+        self.metrics.instance_restarts.labels(reason=reason).inc()
+        log.warning(
+            message,
+            extra=fields(reason=reason, error=describe_error(error), restarts=self.restarts),
+        )
+
+    def _pause(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0 and not self.stop.wait(min(left, 0.5)):
+            self.health.mark_loop_alive()
+            self.outage.check()
+
+    def _tick(self) -> None:
+        """Between the slices of every wait: liveness, and whether a broker still answers."""
+        self.health.mark_loop_alive()
+        self.outage.observe(self._reachable())
+
+    def _restore_tick(self) -> None:
+        """Between the reads of a restore, which may take minutes: a stop ends it too."""
+        self._tick()
+        if self.stop.is_set():
+            raise Stopping("restore abandoned: stopping")
+
+    def _reachable(self) -> bool:
+        opened = self._clients
+        if opened is None:
+            return False
+        return reach.any_connected(opened.consumer, opened.restorer, self.transactor.producer)
 
     def _session(self, stop: threading.Event) -> None:
         self.health.set_ready(False, "starting")
+        self.health.block("lifecycle", None)
+        await_brokers(self.config, self.outage, self._wait)
+        self.recovery.partitions = await_topics(
+            self.config, self.topics, self.health, self.outage, self._wait
+        )
         try:
-            self._clients = self._open_clients()  # a half-opened set is closed inside
+            self._clients = self._open_clients()  # closed below, opened or half-opened
             consumer = self._clients.consumer
-            self._check_topic_layout(consumer)
             listener = self.recovery.attach(consumer, self._clients.restorer)
             consumer.subscribe(list(self.inputs), listener=listener)
             while not stop.is_set():
-                self.health.mark_loop_alive()
-                records = consumer.poll(
-                    timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_poll_records
-                )
-                self.recovery.restore_pending()
-                if records:
-                    self._process(records)
-                if self._open is not None and self._open.due():
-                    self._checkpoint()
-                self.gauges.update(consumer, self.states, self.recovery.committed)
+                self._iterate(consumer)
             if self._open is not None:  # stopping: commit what is decided
                 self._checkpoint()
         finally:
             self._open = None
             self._close_clients()
+
+    def _iterate(self, consumer: KafkaConsumer) -> None:
+        self._tick()
+        if self.transactor.producer is None:
+            self._reopen_producer()
+        records = consumer.poll(
+            timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_poll_records
+        )
+        try:
+            self.recovery.restore_pending(self._restore_tick)
+        except InstanceRestart:
+            if self.outage.since is None:
+                raise
+            # The broker went away mid-restore: the partitions stay pending, tried again.
+        if records:
+            self._process(records)
+        if self._open is not None and self._open.due():
+            self._checkpoint()
+        self.gauges.update(consumer, self.states, self.recovery.committed)
 
     def _poll_timeout_ms(self) -> int:
         """Idle: one commit interval; with a batch open: until its checkpoint is due."""
@@ -153,112 +229,229 @@ class Worker:
             return self.config.commit_interval_ms
         return max(int(self._open.seconds_left() * 1000), 0)
 
-    def _check_topic_layout(self, consumer: KafkaConsumer) -> None:
-        """Partition p of the input, the repartition and the changelog topic hold one state
-        store; with other counts some patients would never be assigned or restored."""
-        names = (*self.inputs, self.config.changelog_topic)
-        counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in names}
-        if 0 in counts.values() or len(set(counts.values())) != 1:
-            raise TopicLayoutError(
-                "topics must exist with one partition count (run `charge-capture topics`): "
-                + ", ".join(f"{name}={n}" for name, n in counts.items())
-            )
+    # -- start-up ----------------------------------------------------------------------------
+
+    def _wait(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopping("stopping")
+        self.health.mark_loop_alive()
+        self.outage.check()
 
     def _open_clients(self) -> _Clients:
         cfg = self.config
-        opened: list[Any] = []
+        consumer = clients.group_consumer(cfg)
         try:
-            consumer = clients.group_consumer(cfg)
-            opened.append(consumer)
-            producer = clients.worker_producer(cfg)
-            opened.append(producer)
-            if cfg.processing_guarantee == Guarantee.EXACTLY_ONCE:
-                # Fences this instance's previous incarnation and aborts its open transaction.
-                with_deadline(producer.init_transactions, cfg.call_deadline_s, "init_txn")
             restorer = clients.reader(
-                cfg, f"{cfg.instance_id}-restore", isolation_level=clients.isolation(cfg)
+                cfg,
+                f"{cfg.instance_id}-restore",
+                isolation_level=clients.isolation(cfg),
+                bootstrap_timeout_ms=clients.BOOTSTRAP_TIMEOUT_MS,
             )
         except BaseException:
-            for client in opened:
-                _close(client)
+            consumer.close(autocommit=False, timeout_ms=200)
             raise
+        opened = self._clients = _Clients(consumer, restorer)
+        self.transactor.open(self.topics)  # fences this instance's previous incarnation
         log.info(
             "worker started",
             extra=fields(
                 group=cfg.group,
-                transactional_id=cfg.transactional_id
-                if cfg.processing_guarantee == Guarantee.EXACTLY_ONCE
-                else None,
+                transactional_id=cfg.transactional_id if self.transactor.exactly_once else None,
                 guarantee=cfg.processing_guarantee.value,
             ),
         )
-        outputs = TopicOutputs(producer, OutputTopics.live(cfg), self.codec, collect=False)
-        return _Clients(consumer, producer, restorer, outputs)
+        return opened
+
+    def _reopen_producer(self) -> None:
+        if not self._reachable():
+            return
+        try:
+            self.transactor.open(self.topics)
+        except (KafkaError, CallDeadlineExceeded) as error:
+            log.info("producer not reopened yet", extra=fields(error=describe_error(error)))
+            return
+        log.info("producer reopened", extra=fields(transactional_id=self.config.transactional_id))
 
     def _close_clients(self) -> None:
+        # First: closing the consumer runs the revocation callback, which reports readiness;
+        # the blocker keeps /readyz false whatever it says.
+        self.health.block("lifecycle", "stopping")
         self.health.set_ready(False, "stopping")
         opened, self._clients = self._clients, None
+        self.transactor.close()
         if opened is not None:
-            for client in (opened.consumer, opened.restorer, opened.producer):
-                _close(client)
+            _close(opened.consumer, 1000)
+            _close(opened.restorer, 200)
         self.recovery.detach()
-        # Last: closing the consumer runs the revocation callback, which sets readiness.
         self.health.set_ready(False, "stopped")
 
     # -- processing --------------------------------------------------------------------------
 
     def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """Decide one poll's records into the open batch (opening one if none is)."""
+        """Decide one poll's records into the open batch (opening one if none is), within
+        --max-batch-ms: past it the remaining records are read again by the next poll."""
         opened = self._clients
         assert opened is not None
         consumer = opened.consumer
         # A schema registry that does not answer is no record's fault: the poll's new schema
         # ids are fetched before anything of it is decided, and when the registry is silent
         # these records are read again after a wait (worker.processing.schema_wait).
-        if not self.schema_wait.fetched(self.codec, (r.value for b in records.values() for r in b)):
+        values = (r.value for b in records.values() for r in b)
+        if self.transactor.producer is None or not self.schema_wait.fetched(self.codec, values):
             for tp, partition_records in records.items():
                 consumer.seek(tp, partition_records[0].offset)
             return
         if self._open is None:
-            self._open = Checkpoint(self.config, opened.producer, consumer, self.metrics)
+            self._open = Checkpoint(self.config, self.transactor, consumer, self.metrics)
         checkpoint = self._open
+        deadline = time.monotonic() + self.config.max_batch_ms / 1000
         try:
             for tp, partition_records in records.items():
                 if not self.recovery.is_ready_to_process(tp.partition):
                     # Not restored (or revoked meanwhile): read these again once it is.
                     consumer.seek(tp, partition_records[0].offset)
                     continue
-                partitions = len(consumer.partitions_for_topic(tp.topic) or ())
-                for record in partition_records:
-                    self.processor.process(record, partitions, checkpoint.batch)
-                checkpoint.consumed(tp, partition_records[-1].offset)
-                self.processor.sensor.consumed(tp.topic, len(partition_records))
-        except RecordFailed as failed:
-            # The state it may have half-changed goes with the restart (no transaction is open
-            # yet: nothing was sent); the record itself is dead-lettered when it comes round
-            # again instead of failing every time.
-            self.processor.failed[failed.where] = failed.cause
-            self._open = None
-            raise InstanceRestart(f"batch failed: {failed}") from failed
+                self._partition(checkpoint, tp, partition_records, deadline)
+        except (FatalError, Stopping):
+            raise
+        except Exception as error:
+            self._batch_failed(checkpoint, error, records)
+
+    def _partition(
+        self, checkpoint: Checkpoint, tp: TopicPartition, records: list[Any], deadline: float
+    ) -> None:
+        processor, batch, consumer = self.processor, checkpoint.batch, checkpoint.consumer
+        partitions = self.recovery.partitions
+        done = 0
+        for record in records:
+            if done and time.monotonic() > deadline:
+                consumer.seek(tp, record.offset)  # over the budget: the next poll reads it
+                break
+            checkpoint.partitions.add(tp.partition)  # before: a failure must rewind it too
+            checkpoint.sizes[(record.topic, record.partition, record.offset)] = len(
+                record.value or b""
+            )
+            processor.process(record, partitions, batch)
+            done += 1
+        if done:
+            checkpoint.consumed(tp, records[0].offset, records[done - 1].offset)
+            processor.sensor.consumed(tp.topic, done)
 
     def _checkpoint(self) -> None:
         checkpoint, self._open = self._open, None
-        assert checkpoint is not None and self._clients is not None
+        assert checkpoint is not None
+        if not checkpoint.next_offsets:  # everything it held was revoked
+            return
+        outputs = TopicOutputs(
+            self.transactor.require(),
+            OutputTopics.live(self.config),
+            self.codec,
+            collect=False,
+            refused=checkpoint.refused,
+            partitions=self._partitions,
+        )
         try:
-            checkpoint.run(self.processor, self._clients.outputs, self.states)
-        except FatalError:
+            checkpoint.run(self.processor, outputs, self.states)
+        except (FatalError, Stopping):
             raise
         except Exception as error:
-            checkpoint.abort(error)
-            raise InstanceRestart(f"batch failed: {describe_error(error)}") from error
+            self._batch_failed(checkpoint, error)
+            return
+        self._failed_in_a_row = 0
+        self.processor.committed(checkpoint.next_offsets)
         self.recovery.committed.update(checkpoint.next_offsets)
         self.metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
         self.metrics.last_progress.set(time.time())
 
-    def _revoked(self, numbers: list[int]) -> None:
+    def _dropped(self, numbers: list[int]) -> None:
+        """Partitions revoked or rewound: their share of the open batch goes with them."""
         if self._open is not None:
             for number in numbers:
                 self._open.drop(number)
+
+    def _batch_failed(
+        self,
+        checkpoint: Checkpoint,
+        error: Exception,
+        polled: dict[TopicPartition, list[Any]] | None = None,
+    ) -> None:
+        """Abort, and redo the batch in place: without the records that failed, with a new
+        producer when the old one cannot be trusted; restart when nothing explains it."""
+        self._open = None
+        failures: list[RecordFailed] = []
+        if isinstance(error, RecordFailed):
+            failures = [error]
+        elif isinstance(error, OutputsFailed):
+            failures = error.failures
+        fenced = is_fenced(self.transactor.producer, error)
+        expired = isinstance(error, CallDeadlineExceeded)
+        began = self.transactor.began is not None
+        if expired or fenced:
+            log.error("batch failed", extra=fields(error=describe_error(error)))
+            self.metrics.transactions.labels(outcome="aborted").inc()
+            aborted = False
+        else:
+            # A failure while deciding leaves no transaction open: nothing to abort.
+            aborted = checkpoint.abort(error) if began else True
+        for failure in failures:
+            self._set_aside(failure)
+        if fenced:
+            self._fenced(error)
+        if not aborted:
+            # Its transaction is in an unknown state: a new producer fences it.
+            self.transactor.abandon(describe_error(error))
+            self._count_restart(
+                "call_deadline" if expired else "batch_failed", error, "producer replaced"
+            )
+            self.recovery.rewind(list(self.states) + sorted(self.recovery.pending))
+            return
+        self.recovery.rewind(checkpoint.partitions)
+        if polled is not None:  # the poll's records of partitions not decided: read again
+            consumer = checkpoint.consumer
+            for tp, partition_records in polled.items():
+                if tp.partition not in checkpoint.partitions:
+                    consumer.seek(tp, partition_records[0].offset)
+        if failures or self.outage.since is not None:
+            return  # progress (records set aside) or an outage: no reason to start over
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row >= FAILURES_BEFORE_RESTART:
+            self._failed_in_a_row = 0
+            raise InstanceRestart(f"batch failed: {describe_error(error)}") from error
+
+    def _set_aside(self, failure: RecordFailed) -> None:
+        """The record is dead-lettered when the redone batch reads it again."""
+        where = failure.where
+        if failure.bare:
+            if where in self._bare:
+                raise InstanceRestart(
+                    f"the DLQ topic refuses even a dead letter without its value: {failure}"
+                )
+            self._bare.add(where)
+        self.processor.failed[where] = failure
+        topic, partition, offset = where
+        log.warning(
+            "input record to be dead-lettered",
+            extra=fields(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                error_kind=failure.kind.value,
+                error=failure.cause,
+            ),
+        )
+
+    def _fenced(self, error: Exception) -> NoReturn:
+        cfg = self.config
+        log.error(
+            "producer fenced: another instance uses the same --instance-id",
+            extra=fields(
+                transactional_id=cfg.transactional_id,
+                instance_id=cfg.instance_id,
+                error=describe_error(error),
+            ),
+        )
+        self.transactor.abandon("fenced")
+        raise InstanceRestart(f"fenced: {describe_error(error)}", "fenced") from error
 
     def caught_up(self) -> bool:
         """All assigned input partitions committed up to the highwater seen on a fetch."""
@@ -273,11 +466,18 @@ class Worker:
         return True
 
 
-def _close(client: KafkaConsumer | KafkaProducer) -> None:
+def _restart_reason(error: BaseException) -> str:
+    if isinstance(error, InstanceRestart):
+        return error.reason
+    if isinstance(error, CallDeadlineExceeded):
+        return "call_deadline"
+    if isinstance(error, FENCED):
+        return "fenced"
+    return "broker_unavailable"
+
+
+def _close(consumer: KafkaConsumer, timeout_ms: int) -> None:
     try:
-        if isinstance(client, KafkaProducer):
-            client.close(timeout=5)
-        else:
-            client.close(autocommit=False)
+        consumer.close(autocommit=False, timeout_ms=timeout_ms)
     except Exception:  # closing after a failure: nothing more to do
         log.debug("client close failed", exc_info=True)

@@ -41,6 +41,9 @@ OFFSET_HEADER_PREFIX = "input-offset:"
 class ChangelogWrite:
     key: bytes
     value: bytes | None  # None: tombstone
+    # (topic, partition, offset) of the input records that changed this key in the batch: a
+    # write the broker refuses (too large) is laid at their door.
+    origins: tuple[tuple[str, int, int], ...] = ()
 
 
 def visit_key_bytes(key: VisitKey) -> bytes:

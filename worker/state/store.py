@@ -63,6 +63,8 @@ class PartitionState:
     dirty: set[VisitKey] = field(default_factory=set)
     expired: set[VisitKey] = field(default_factory=set)  # to tombstone at the next flush
     retired_changed: set[str] = field(default_factory=set)  # charge ids to write or tombstone
+    # The input records (topic, partition, offset) that changed each dirty visit.
+    origins: dict[VisitKey, list[tuple[str, int, int]]] = field(default_factory=dict)
     # How patients were placed on partitions, e.g. "murmur2/6": state built under one layout
     # is wrong under another, so the changelog records it and restoration checks it.
     layout: str = ""
@@ -192,6 +194,7 @@ class PartitionState:
         self.dirty.clear()
         self.expired.clear()
         self.retired_changed.clear()
+        self.origins.clear()
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -248,6 +251,9 @@ class PartitionState:
             flags = (EXPIRED_FLAG,) if expired and visit_key == key else ()
             out += visit.publish_changes(packs.for_date(visit_key.date_of_service), source, flags)
             self.dirty.add(visit_key)
+            self.origins.setdefault(visit_key, []).append(
+                (source.topic, source.partition, source.offset)
+            )
         if expired:
             self.expire_if_due(key)
         return out
@@ -255,11 +261,12 @@ class PartitionState:
     # -- changelog --------------------------------------------------------------------------
 
     def take_writes(self) -> Iterator[ChangelogWrite]:
+        origins = self.origins
         for key in sorted(self.dirty | self.expired):
             visit = None if key in self.expired else self.book.visits.get(key)
             raw = visit_key_bytes(key)
             value = self.codec.encode(visit) if visit is not None else None
-            yield ChangelogWrite(raw, value)
+            yield ChangelogWrite(raw, value, tuple(origins.get(key, ())))
         for charge_id in sorted(self.retired_changed):
             retired = self.retired.get(charge_id)
             value = encode_retired(retired) if retired is not None else None
