@@ -12,10 +12,10 @@ from pathlib import Path
 import kafka.errors as kafka_errors
 import pytest
 
-from rules.charge import DecisionSource
+from rules.charge import Decision, DecisionSource
 from rules.model import ErrorKind
 from rules.pack import load_packs
-from tests.factories import charge
+from tests.factories import charge, other_line
 from worker.config import WorkerConfig
 from worker.errors import BrokerUnavailable, CallDeadlineExceeded, OutputsFailed, Stopping
 from worker.kafka.transactions import Waits
@@ -233,3 +233,48 @@ def test_replay_dead_letters_an_oversized_input_as_the_live_worker_does(tmp_path
         (ErrorKind.TOO_LARGE, f"value of {len(big)} bytes is over the 262144-byte input limit")
     ]
     assert sensor.decisions == 1 and (tmp_path / "decisions.jsonl").read_text().count("\n") == 1
+
+
+class _Origins:
+    """Outputs that note which input record each decision answers for."""
+
+    def __init__(self) -> None:
+        self.origin: tuple[str, int, int] | None = None
+        self.decided: list[tuple[str, int, tuple[str, int, int] | None]] = []
+
+    def decision(self, ledger: object, decision: Decision, charge_body: bytes | None) -> None:
+        self.decided.append((decision.charge_id, decision.source.offset, self.origin))
+
+    def dead_letter(
+        self, record: object, kind: ErrorKind, message: str, *, bare: bool = False
+    ) -> None:
+        raise AssertionError("nothing here is dead-lettered")
+
+    def rekey(self, record: object, patient: bytes, home: int) -> None:
+        raise AssertionError("nothing here is re-keyed")
+
+
+def test_a_refused_decision_is_laid_at_its_own_line_not_at_the_line_that_changed_it() -> None:
+    """A 97140 line of the visit (no distinct modifier) changes the 97012's decision in the
+    same batch: that decision is sourced at the second record, but what it carries is the
+    first line, so a refusal of it (too large, say) must dead-letter the first record."""
+    from worker.processing.batch import Batch
+    from worker.processing.pipeline import Processor
+    from worker.serde.codec import Codec
+
+    codec = Codec()
+    states = {n: PartitionState(n, dt.timedelta(days=30)) for n in range(6)}
+    processor = Processor(
+        load_packs(), codec, states, partitioner="murmur2", repartition_topic=None,
+        rekey_in_process=True,
+    )  # fmt: skip
+    batch, outputs = Batch(), _Origins()
+    first = charge(event_id="E1", charge_id="C1")
+    second = other_line("97140", "C2", event_id="E2")
+    processor.process(_Consumed(codec.encode_event(first), offset=0), 6, batch)
+    processor.process(_Consumed(codec.encode_event(second), offset=1), 6, batch)
+    processor.emit(batch, outputs)
+    origins = {charge_id: (source, origin) for charge_id, source, origin in outputs.decided}
+    topic = _Consumed.topic
+    assert origins["C1"] == (1, (topic, 0, 0))  # changed by offset 1, carries offset 0's line
+    assert origins["C2"] == (1, (topic, 0, 1))

@@ -19,7 +19,7 @@ from rules.charge import Decision
 from rules.model import ErrorKind
 from rules.visit import Publication, Published, retraction
 from worker.kafka.records import Record
-from worker.processing.outputs import Outputs
+from worker.processing.outputs import Outputs, Where
 from worker.processing.sensor import Sensor
 
 
@@ -29,6 +29,10 @@ class _Pending:
     latest: Publication
     body: bytes | None  # the Avro body of the billed charge, when it is the input's own
     occurred_at: dt.datetime  # of the event the latest decision came from
+    # The charge's own event when this batch read it: the record a refused output of the
+    # charge is laid at (a later line of the visit may have caused the latest decision, but
+    # what the output carries is this line).
+    own: Where | None
 
 
 @dataclass(slots=True)
@@ -57,14 +61,18 @@ class Batch:
         publication: Publication,
         body: bytes | None,
         occurred_at: dt.datetime,
+        own: Where | None = None,
     ) -> None:
+        """`own`: the input record being processed, when it is the charge's own event."""
         decisions = self._share(partition).decisions
         charge_id = publication.decision.charge_id
         pending = decisions.get(charge_id)
         if pending is None:
-            decisions[charge_id] = _Pending(publication.before, publication, body, occurred_at)
+            decisions[charge_id] = _Pending(publication.before, publication, body, occurred_at, own)
         else:
             pending.latest, pending.body, pending.occurred_at = publication, body, occurred_at
+            if own is not None:
+                pending.own = own
 
     def dead_letter(
         self, partition: int, record: Record, kind: ErrorKind, message: str, bare: bool = False
@@ -101,7 +109,7 @@ class Batch:
                 outputs.rekey(record, patient, home)
             for pending in share.decisions.values():
                 source = pending.latest.decision.source
-                outputs.origin = (source.topic, source.partition, source.offset)
+                outputs.origin = pending.own or (source.topic, source.partition, source.offset)
                 _emit(pending, outputs, sensor, decorate)
         outputs.origin = None
         self.shares.clear()

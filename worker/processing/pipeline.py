@@ -108,8 +108,10 @@ class Processor:
             self._rekey(record, patient, home, batch)
         for publication in publications:
             # The input's own Avro body is spliced into the decision when it bills it as is.
-            own = body if publication.decision.charge is charge else None
-            batch.decided(home, publication, own, charge.occurred_at)
+            decision = publication.decision
+            own = body if decision.charge is charge else None
+            mine = where if decision.charge_id == charge.charge_id else None
+            batch.decided(home, publication, own, charge.occurred_at, mine)
 
     def committed(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """A checkpoint committed up to `next_offsets`: the failures before them are done."""
