@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
@@ -260,8 +260,9 @@ class VisitBook:
     its published history along so its decision_version keeps counting.
     """
 
-    def __init__(self) -> None:
-        self.visits: dict[VisitKey, Visit] = {}
+    def __init__(self, visits: MutableMapping[VisitKey, Visit] | None = None) -> None:
+        # Any mapping: a dict here; the worker's state store holds them serialized.
+        self.visits: MutableMapping[VisitKey, Visit] = visits if visits is not None else {}
         self.home: dict[str, VisitKey] = {}
 
     def add_visit(self, visit: Visit) -> None:
@@ -277,9 +278,10 @@ class VisitBook:
                     del self.home[charge_id]
         return visit
 
-    def apply(self, event: Charge) -> list[VisitKey]:
-        """Fold one event in; return the visits whose charges changed (to decide again)."""
-        key = VisitKey.of(event)
+    def apply(self, event: Charge, key: VisitKey | None = None) -> list[VisitKey]:
+        """Fold one event in; return the visits whose charges changed (to decide again).
+        `key`: the event's visit key, given as the one instance a caller shares."""
+        key = key or VisitKey.of(event)
         # A redelivered event is no winner: it equals or precedes the charge's winning event.
         home_key = self.home.get(event.charge_id, key)
         home = self.visits.get(home_key)
@@ -290,15 +292,18 @@ class VisitBook:
             return []
         visit = self.visits.get(key)
         if visit is None:
-            visit = self.visits[key] = Visit(key)
+            visit = Visit(key)
         visit.charges[event.charge_id] = event
         self.home[event.charge_id] = key
         if home is None or home_key == key:
+            self.visits[key] = visit  # stored back: a serialized mapping learns it changed
             return [key]
         del home.charges[event.charge_id]
         moved = home.published.pop(event.charge_id, None)
         if moved is not None:
             visit.published[event.charge_id] = moved
+        self.visits[home_key] = home
+        self.visits[key] = visit
         return [home_key, key]
 
 

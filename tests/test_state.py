@@ -13,8 +13,9 @@ from rules.pack import PackSet, load_packs
 from rules.visit import Publication, VisitKey, emitted
 from tests.factories import charge, other_line
 from worker.errors import TopicLayoutError, UndecidableRecord
-from worker.state.changelog import META_KEY, VISIT_FORMAT, default_visit_codec
+from worker.state.changelog import META_KEY
 from worker.state.store import EXPIRED_FLAG, PartitionState
+from worker.state.visit_format import VISIT_FORMAT, default_visit_codec
 
 PACKS: PackSet = load_packs()
 RETENTION = dt.timedelta(days=30)
@@ -72,6 +73,35 @@ def test_restored_state_decides_the_next_event_as_the_original_would() -> None:
     ]
     assert ("C1", DecisionStatus.RETRACTED, 2) in statuses
     assert ("C1", DecisionStatus.HELD, 2) in statuses
+
+
+def test_a_json_visit_of_version_0_1_restores_and_its_versions_continue() -> None:
+    """charge-capture 0.1 wrote visits as JSON; a changelog it wrote restores into this one,
+    and the next decision of its charge is a new version (its fingerprint is 0.1's)."""
+    import json
+
+    from rules.model import ChargeEvent
+    from tests.factories import event_dict
+    from worker.state.changelog import visit_key_bytes
+
+    line = ChargeEvent.model_validate(event_dict(units=3)).model_dump(mode="json")
+    legacy = {
+        "charges": [line],
+        "seen": [line["event_id"]],
+        "published": {line["charge_id"]: [1, "CORRECTED", "corrected", "ab" * 12]},
+    }
+    state = PartitionState(0, RETENTION)
+    key = VisitKey(line["patient_id"], dt.date.fromisoformat(line["date_of_service"]))
+    state.restore(visit_key_bytes(key), json.dumps(legacy).encode())
+    assert state.book.home == {line["charge_id"]: key} and len(state.visits) == 1
+    (visit,) = state.book.visits.values()
+    assert visit.charges[line["charge_id"]].units == 3
+    cmt = other_line("98941", "C2", event_id="E-C2")
+    published = _emit(state, cmt, _source(1, "E-C2"), PACKS)
+    versions = {(p.decision.charge_id, p.decision.decision_version) for p in published}
+    assert (line["charge_id"], 2) in versions and ("C2", 1) in versions
+    (write,) = [w for w in state.take_writes() if w.key == visit_key_bytes(key)]
+    assert write.value is not None and write.value[0] == VISIT_FORMAT  # written anew as Avro
 
 
 def test_an_expired_visit_is_tombstoned_and_not_restored() -> None:

@@ -3,7 +3,8 @@
 Over streams long enough for visits to expire and charges to be retired: where sweeps and
 changelog checkpoints (write, then restore into a fresh state, as after a crash or a rebalance)
 fall changes no decision, and no (charge_id, decision_version) is ever published twice with
-different content.
+different content; and a state that keeps a single visit decoded (every other one held as its
+changelog bytes) decides and writes exactly what one that keeps them all decoded does.
 """
 
 from __future__ import annotations
@@ -119,3 +120,29 @@ def test_no_charge_version_is_published_twice_with_different_content(
         key = (decision.charge_id, decision.decision_version, ledger)
         content = replace(decision, source=None)
         assert seen.setdefault(key, content) == content, key
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams())
+def test_holding_visits_serialized_changes_no_decision_and_no_changelog_byte(
+    events: list[Charge],
+) -> None:
+    cold = PartitionState(0, RETENTION, version_memory=SHORT_MEMORY, hot_visits=1)
+    warm = PartitionState(0, RETENTION, version_memory=SHORT_MEMORY)
+    for offset, event in enumerate(events):
+        source = DecisionSource(topic="t", partition=0, offset=offset, event_id=event.event_id)
+        outcomes = []
+        for state in (cold, warm):
+            try:
+                outcomes.append(emitted(state.decide(event, source, PACKS)))
+            except UndecidableRecord as bad:
+                outcomes.append([bad.kind])  # type: ignore[list-item]
+        assert outcomes[0] == outcomes[1], offset
+        if offset % 3 == 2:
+            cold.sweep()
+            warm.sweep()
+            assert list(cold.take_writes()) == list(warm.take_writes())
+    assert cold.held == warm.held and cold.book.home == warm.book.home
+    for state in (cold, warm):  # the day index holds exactly the visits held
+        indexed = [k for day in state._visits_by_day.values() for k in day]
+        assert sorted(indexed) == sorted(state.visits)

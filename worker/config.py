@@ -67,6 +67,7 @@ class WorkerConfig:
     retention_days: int = 30
     input_partitioner: Partitioner = Partitioner.MURMUR2
     version_memory_days: int = 400  # see worker.state.store: Retired
+    hot_visits: int = 1024  # decoded visits kept per partition (worker.state.visits)
     http_port: int = 9464
     rules_dir: Path | None = None
     log_level: str = "INFO"

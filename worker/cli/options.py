@@ -195,6 +195,13 @@ STATE = Group(
             values.integer(1),
         ),
         Option(
+            "hot_visits",
+            "visits per partition kept decoded for deciding; the rest are held as their "
+            "changelog bytes and decoded when an event touches them",
+            values.integer(16),
+            metavar="N",
+        ),
+        Option(
             "input_partitioner",
             "how the input's producers place keys: murmur2 (Java, kafka-python) or crc32 "
             "(librdkafka, confluent-kafka); events off their patient's partition are re-keyed",

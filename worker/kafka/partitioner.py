@@ -15,7 +15,7 @@ class Partitioner(StrEnum):
     CRC32 = "crc32"  # librdkafka's `consistent`/`consistent_random` (confluent-kafka's default)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)  # patients of the recent events: their visits come together
 def home_partition(patient_key: bytes, partitions: int, partitioner: str = "murmur2") -> int:
     """The partition a producer using `partitioner` sends `patient_key` to."""
     if partitioner == Partitioner.CRC32:

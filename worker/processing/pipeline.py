@@ -96,7 +96,9 @@ class Processor:
             misplaced = record.key != patient or record.partition != home
             rekey = misplaced and not self.rekey_in_process
             rekeyed = misplaced or record.topic == self.repartition_topic
-            publications = [] if rekey else self._decide(record, charge, self.states[home], rekeyed)
+            publications = (
+                [] if rekey else self._decide(record, charge, body, self.states[home], rekeyed)
+            )
         except UndecidableRecord as bad:
             batch.dead_letter(record.partition, record, bad.kind, bad.message)
             return
@@ -122,7 +124,12 @@ class Processor:
                     del self.failed[where]
 
     def _decide(
-        self, record: Record, charge: Charge, state: PartitionState, rekeyed: bool
+        self,
+        record: Record,
+        charge: Charge,
+        body: bytes | None,
+        state: PartitionState,
+        rekeyed: bool,
     ) -> list[Publication]:
         source = DecisionSource(
             topic=record.topic,
@@ -131,7 +138,7 @@ class Processor:
             event_id=charge.event_id,
         )
         return state.decide(
-            charge, source, self.packs, record_time=record_time(record), rekeyed=rekeyed
+            charge, source, self.packs, record_time=record_time(record), rekeyed=rekeyed, body=body
         )
 
     def _rekey(self, record: Record, patient: bytes, home: int, batch: Batch) -> None:

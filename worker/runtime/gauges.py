@@ -8,11 +8,10 @@ from collections.abc import Mapping
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from rules.model import DecisionStatus
 from worker.observability.metrics import Metrics
 from worker.state.store import PartitionState
 
-HELD_SCAN_INTERVAL_S = 15.0  # the scan walks all visits: a gauge need not be fresher
+HELD_SCAN_INTERVAL_S = 15.0  # the scan walks every held charge: a gauge need not be fresher
 
 
 def oldest_held_age(states: Mapping[int, PartitionState]) -> float:
@@ -20,13 +19,9 @@ def oldest_held_age(states: Mapping[int, PartitionState]) -> float:
     occurred_at of the held line. Event time, so a replayed backlog reads honestly."""
     oldest = 0.0
     for state in states.values():
-        if state.watermark is None:
-            continue
-        for visit in state.book.visits.values():
-            for charge_id, published in visit.published.items():
-                if published.status == DecisionStatus.HELD and charge_id in visit.charges:
-                    held_since = visit.charges[charge_id].occurred_at
-                    oldest = max(oldest, (state.watermark - held_since).total_seconds())
+        if state.watermark is not None and state.held:
+            held_since = min(state.held.values())
+            oldest = max(oldest, (state.watermark - held_since).total_seconds())
     return oldest
 
 
@@ -48,7 +43,7 @@ class Gauges:
             self.metrics.oldest_held_age.set(oldest_held_age(states))
         visits = 0
         for number, state in states.items():
-            visits += len(state.book.visits)
+            visits += len(state.visits)
             for topic in self.inputs:
                 tp = TopicPartition(topic, number)
                 highwater = consumer.highwater(tp)

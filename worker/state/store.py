@@ -10,6 +10,11 @@ later of that event and its date of service, so a later event for the charge con
 decision_version instead of starting again at 1 (never two different records for one charge_id
 and version). An event whose date of service is older than that memory cannot be versioned
 safely and is dead-lettered.
+
+Visits are held serialized, the recently touched ones decoded too (worker.state.visits): what
+expiring, restoring and indexing need comes from a visit's small `lines` header, so only
+deciding decodes one. The charges now HELD are indexed with their event time, for the
+oldest-held gauge.
 """
 
 from __future__ import annotations
@@ -19,25 +24,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rules.charge import Charge, DecisionSource
-from rules.model import ErrorKind
+from rules.model import DecisionStatus, ErrorKind
 from rules.pack import PackNotInForce, PackSet
-from rules.visit import Publication, Visit, VisitBook, VisitKey
+from rules.visit import Publication, VisitBook, VisitKey
 from worker.config import WorkerConfig
 from worker.errors import TopicLayoutError, UndecidableRecord
 from worker.state.changelog import (
     META_KEY,
     RETIRED_PREFIX,
     ChangelogWrite,
-    VisitCodec,
     decode_meta,
     decode_retired,
-    default_visit_codec,
     encode_meta,
     encode_retired,
     visit_key_bytes,
     visit_key_from_bytes,
 )
 from worker.state.retired import Retired
+from worker.state.visit_format import LineRecord, VisitCodec, default_visit_codec
+from worker.state.visits import VisitStore
+
+HOT_VISITS = 1024  # decoded visits kept per partition (--hot-visits)
 
 EXPIRED_FLAG = "VISIT_STATE_EXPIRED"
 # How far past its Kafka record timestamp an event's occurred_at may be: room for clock skew
@@ -57,7 +64,6 @@ class PartitionState:
     partition: int
     retention: dt.timedelta
     version_memory: dt.timedelta = dt.timedelta(days=400)
-    book: VisitBook = field(default_factory=VisitBook)
     watermark: dt.datetime | None = None  # this partition's event time, never the wall clock
     retired: dict[str, Retired] = field(default_factory=dict)  # by charge_id
     dirty: set[VisitKey] = field(default_factory=set)
@@ -69,13 +75,25 @@ class PartitionState:
     # is wrong under another, so the changelog records it and restoration checks it.
     layout: str = ""
     codec: VisitCodec = field(default_factory=default_visit_codec, repr=False)
+    hot_visits: int = HOT_VISITS
+    visits: VisitStore = field(init=False, repr=False)
+    book: VisitBook = field(init=False, repr=False)
+    held: dict[str, dt.datetime] = field(default_factory=dict, repr=False)  # HELD: since when
     # Visits by date of service and retired charges by the day their memory counts from, so a
     # sweep looks at what is due, not at every visit and charge it holds.
-    _visits_by_day: dict[dt.date, set[VisitKey]] = field(default_factory=dict, repr=False)
+    # The visits' index by day is also where their keys' one instance is found (the visit
+    # store, the home of each charge and the index itself share it).
+    _visits_by_day: dict[dt.date, dict[VisitKey, VisitKey]] = field(
+        default_factory=dict, repr=False
+    )
     _retired_by_day: dict[dt.date, set[str]] = field(default_factory=dict, repr=False)
     # Dates before which a visit is expired / a retired charge forgotten, for the watermark
     # they were computed from (None: nothing is).
     _cutoffs: tuple[dt.datetime | None, dt.date | None, dt.date | None] = (None, None, None)
+
+    def __post_init__(self) -> None:
+        self.visits = VisitStore(self.codec, self.hot_visits)
+        self.book = VisitBook(self.visits)
 
     # -- event time -------------------------------------------------------------------------
 
@@ -128,26 +146,44 @@ class PartitionState:
         return True
 
     def _retire(self, key: VisitKey) -> None:
-        visit = self._drop_visit(key)
-        if visit is None:
+        lines = self._drop_visit(key)
+        if lines is None:
             return
         self.expired.add(key)
-        for charge_id, published in visit.published.items():
-            event = visit.charges[charge_id]
-            won_by = (event.occurred_at, event.event_id)
-            self._put_retired(charge_id, Retired(published, key.date_of_service, won_by))
-            self.retired_changed.add(charge_id)
+        for line in lines:
+            published = line.as_published()
+            if published is not None:
+                won_by = (line.occurred_at, line.event_id)
+                retired = Retired(published, key.date_of_service, won_by)
+                self._put_retired(line.charge_id, retired)
+                self.retired_changed.add(line.charge_id)
 
-    def _indexed(self, key: VisitKey) -> None:
-        self._visits_by_day.setdefault(key.date_of_service, set()).add(key)
+    def _indexed(self, key: VisitKey) -> VisitKey:
+        """Index `key`; the instance of it the state holds."""
+        return self._visits_by_day.setdefault(key.date_of_service, {}).setdefault(key, key)
 
-    def _drop_visit(self, key: VisitKey) -> Visit | None:
+    def _canonical(self, key: VisitKey) -> VisitKey:
+        """The instance of `key` the state holds, or `key` for a visit it does not hold."""
+        day = self._visits_by_day.get(key.date_of_service)
+        return key if day is None else day.get(key, key)
+
+    def _drop_visit(self, key: VisitKey) -> tuple[LineRecord, ...] | None:
+        """Forget a visit (its charges' homes, its index entries); its lines, if it was held."""
         day = self._visits_by_day.get(key.date_of_service)
         if day is not None:
-            day.discard(key)
+            day.pop(key, None)
             if not day:
                 del self._visits_by_day[key.date_of_service]
-        return self.book.drop_visit(key)
+        if key not in self.visits:
+            return None
+        lines = self.visits.lines(key)
+        home, held = self.book.home, self.held
+        for line in lines:
+            if home.get(line.charge_id) == key:
+                del home[line.charge_id]
+                held.pop(line.charge_id, None)
+        del self.visits[key]
+        return lines
 
     def _put_retired(self, charge_id: str, retired: Retired) -> None:
         self._drop_retired(charge_id)
@@ -206,8 +242,10 @@ class PartitionState:
         *,
         record_time: dt.datetime | None = None,
         rekeyed: bool = False,
+        body: bytes | None = None,
     ) -> list[Publication]:
-        """Fold one event into its visit and return the decisions that changed.
+        """Fold one event into its visit and return the decisions that changed. `body`: the
+        event's Avro body under our schema, when at hand (copied into the changelog value).
 
         The one place the live worker and replay decide an event, so both agree. Raises
         UndecidableRecord for an occurred_at after its record was produced and for a date of
@@ -224,7 +262,7 @@ class PartitionState:
         except PackNotInForce as missing:  # its message names dates only
             raise UndecidableRecord(ErrorKind.VALIDATION, str(missing)) from missing
         self.observe(event, rekeyed)
-        key = VisitKey.of(event)
+        key = self._canonical(VisitKey.of(event))
         if self._beyond_memory(key.date_of_service):
             raise UndecidableRecord(
                 ErrorKind.VALIDATION,
@@ -239,34 +277,47 @@ class PartitionState:
         history = self._history(event)
         if history is not None and (event.occurred_at, event.event_id) <= history.won_by:
             return []  # older than the event its last decision came from
-        changed = self.book.apply(event)
+        if body is not None:
+            self.visits.remember(event, body)
+        changed = self.book.apply(event, key)
         if history is not None and key in changed:
-            self.book.visits[key].published.setdefault(event.charge_id, history.published)
+            self.visits[key].published.setdefault(event.charge_id, history.published)
             self._drop_retired(event.charge_id)
             self.retired_changed.add(event.charge_id)
         out: list[Publication] = []
         for visit_key in changed:
             self._indexed(visit_key)
-            visit = self.book.visits[visit_key]
+            visit = self.visits[visit_key]
             flags = (EXPIRED_FLAG,) if expired and visit_key == key else ()
             out += visit.publish_changes(packs.for_date(visit_key.date_of_service), source, flags)
+            self.visits.changed(visit_key)
             self.dirty.add(visit_key)
             self.origins.setdefault(visit_key, []).append(
                 (source.topic, source.partition, source.offset)
             )
+        self._note_held(out)
         if expired:
             self.expire_if_due(key)
         return out
+
+    def _note_held(self, publications: list[Publication]) -> None:
+        held = self.held
+        for publication in publications:
+            decision = publication.decision
+            if decision.status == DecisionStatus.HELD:
+                held[decision.charge_id] = decision.charge.occurred_at
+            else:
+                held.pop(decision.charge_id, None)
 
     # -- changelog --------------------------------------------------------------------------
 
     def take_writes(self) -> Iterator[ChangelogWrite]:
         origins = self.origins
+        visits = self.visits
         for key in sorted(self.dirty | self.expired):
-            visit = None if key in self.expired else self.book.visits.get(key)
-            raw = visit_key_bytes(key)
-            value = self.codec.encode(visit) if visit is not None else None
-            yield ChangelogWrite(raw, value, tuple(origins.get(key, ())))
+            held = key not in self.expired and key in visits
+            value = visits.value(key) if held else None
+            yield ChangelogWrite(visit_key_bytes(key), value, tuple(origins.get(key, ())))
         for charge_id in sorted(self.retired_changed):
             retired = self.retired.get(charge_id)
             value = encode_retired(retired) if retired is not None else None
@@ -296,8 +347,13 @@ class PartitionState:
         visit_key = visit_key_from_bytes(key)
         self._drop_visit(visit_key)
         if value is not None:
-            self.book.add_visit(self.codec.decode(visit_key, value))
-            self._indexed(visit_key)
+            visit_key = self._indexed(visit_key)
+            home, held = self.book.home, self.held
+            for line in self.visits.restore(visit_key, value):
+                home[line.charge_id] = visit_key
+                published = line.published
+                if published is not None and published.status == DecisionStatus.HELD:
+                    held[line.charge_id] = line.occurred_at
 
 
 def new_state(config: WorkerConfig, partition: int, partitions: int = 0) -> PartitionState:
@@ -308,4 +364,5 @@ def new_state(config: WorkerConfig, partition: int, partitions: int = 0) -> Part
         # Never shorter than the retention: a live visit's events are always decidable.
         version_memory=dt.timedelta(days=max(config.version_memory_days, config.retention_days)),
         layout=f"{config.input_partitioner.value}/{partitions}" if partitions else "",
+        hot_visits=config.hot_visits,
     )
