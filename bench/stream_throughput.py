@@ -3,19 +3,26 @@
 One run, one broker (KAFKA_BOOTSTRAP_SERVERS, else the embedded Tansu), the same framed Avro
 charge events (`worker.sample.generate_events`) in one input topic:
 
-1. passthrough: `bench.passthrough.run_passthrough` copies the input to another topic in
-   consume -> produce transactions (the ceiling: no decode, rules or state);
-2. worker: `Worker(config).run(stop)` in a thread decides the same input from the beginning
-   until `caught_up()`; events/s counts from its first batch to its last commit (the group
-   join is reported apart, as for the passthrough);
-3. latency: with the worker caught up and still running, fresh events (another day) are
-   produced at a steady rate below its throughput, and for each charge's first decision:
+1. `--rounds` (3) pairs, each of
+   - passthrough: `bench.passthrough.run_passthrough` copies the input to another topic in
+     consume -> produce transactions (the ceiling: no decode, rules or state);
+   - worker, exactly-once: `Worker(config).run(stop)` in a thread, with its own group, state and
+     outputs, decides the same input from the beginning until `caught_up()`; events/s counts
+     from its first batch to its last commit (the group join is reported apart, as for the
+     passthrough);
+   the ratio is taken within each pair (the VM's speed drifts between pairs) and its median
+   printed;
+2. latency: with the last round's worker caught up and still running, fresh events (another
+   day) are produced at a steady rate, half the worker's median throughput, for
+   `--latency-seconds`, and for each charge's first decision:
    - record timestamps: output record CreateTime (the worker's send) minus the input record's
      CreateTime (the bench's send), the input found through the decision's source offset;
    - visible: when a read_committed consumer tailing the outputs received the decision, minus
-     the input record's CreateTime — what a downstream reader sees (includes the commit).
+     the input record's CreateTime - what a downstream reader sees (includes the commit).
    The load generator, the tail and the worker share one process (and its GIL), so these are
-   upper bounds for a worker running alone.
+   upper bounds for a worker running alone;
+3. worker, at-least-once: the same input once more (after the first round), without
+   transactions.
 
     python -m bench.stream_throughput --events 100000
 """
@@ -31,17 +38,17 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from bench.common import bench_broker
-from bench.passthrough import run_passthrough
+from bench.passthrough import PassthroughResult, run_passthrough
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
-from worker.config import WorkerConfig
+from worker.config import Guarantee, WorkerConfig
 from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
 from worker.kafka.reading import read_to_end
 from worker.offline.sample import generate_events
@@ -189,19 +196,87 @@ def _ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
     return ends
 
 
+@dataclass
+class WorkerRun:
+    """One worker run over the whole input: its rate, and the worker (still running when
+    `keep_running`) for the latency phase."""
+
+    rate: float
+    seconds: float
+    join_s: float
+    restarts: int
+    worker: TimedWorker
+    thread: threading.Thread
+    stop: threading.Event
+
+
+def _run_worker(config: WorkerConfig, events: int, *, keep_running: bool = False) -> WorkerRun:
+    """The worker of `config` decides the input from the beginning until caught up."""
+    ensure_topics(config)
+    worker = TimedWorker(config)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        _wait(worker.caught_up, 1800.0, "worker caught up", thread)
+    finally:
+        if not keep_running:
+            stop.set()
+            thread.join(timeout=60)
+    assert worker.first_batch is not None and worker.last_commit is not None
+    seconds = worker.last_commit - worker.first_batch
+    return WorkerRun(
+        events / seconds,
+        seconds,
+        worker.first_batch - started,
+        worker.restarts,
+        worker,
+        thread,
+        stop,
+    )
+
+
+def _configs(run: str, rounds: int, partitions: int) -> tuple[list[WorkerConfig], WorkerConfig]:
+    """One exactly-once config per round and one at-least-once config: the same input topic,
+    each with its own group, state and outputs."""
+
+    def config(name: str, guarantee: Guarantee) -> WorkerConfig:
+        return WorkerConfig(
+            bootstrap_servers=None,
+            app_id=f"bench.{run}.{name}",
+            instance_id="bench-1",
+            input_topic=f"bench.{run}.captured",
+            corrected_topic=f"bench.{run}.{name}.corrected",
+            held_topic=f"bench.{run}.{name}.held",
+            dlq_topic=f"bench.{run}.{name}.dlq",
+            partitions=partitions,
+            processing_guarantee=guarantee,
+            # Not the tests' 2 s: a 1000-record batch can hold the GIL long enough for
+            # kafka-python's heartbeat to miss a 2 s session in one process.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            http_port=0,
+        )
+
+    exactly = [config(f"eos{n}", Guarantee.EXACTLY_ONCE) for n in range(1, rounds + 1)]
+    return exactly, config("alo", Guarantee.AT_LEAST_ONCE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="passthrough/worker pairs (median)")
     parser.add_argument(
-        "--latency-events", type=int, default=3000, help="events of the paced latency phase"
+        "--latency-seconds", type=float, default=20.0, help="length of the paced latency phase"
     )
     parser.add_argument(
         "--latency-rate",
         type=float,
         default=None,
-        help="events/s of the latency phase (default: a third of the worker's throughput)",
+        help="events/s of the latency phase (default: half the worker's median throughput)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -212,127 +287,159 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex[:8]
     with bench_broker() as (bootstrap, broker_kind):
         note(f"broker: {broker_kind}")
-        config = WorkerConfig(
-            bootstrap_servers=bootstrap,
-            app_id=f"bench.{run}",
-            instance_id="bench-1",
-            input_topic=f"bench.{run}.captured",
-            corrected_topic=f"bench.{run}.corrected",
-            held_topic=f"bench.{run}.held",
-            dlq_topic=f"bench.{run}.dlq",
-            partitions=args.partitions,
-            # Not the tests' 2 s: a 1000-record batch can hold the GIL long enough for
-            # kafka-python's heartbeat to miss a 2 s session in one process.
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            http_port=0,
-        )
-        ensure_topics(config)
-        copy_topic = f"bench.{run}.passthrough"
-        create_topics(bootstrap, [TopicSpec(copy_topic, args.partitions)])
-
+        rounds, alo = _configs(run, args.rounds, args.partitions)
+        rounds = [replace(c, bootstrap_servers=bootstrap) for c in rounds]
+        alo = replace(alo, bootstrap_servers=bootstrap)
+        input_config = rounds[0]
+        ensure_topics(input_config)
         began = time.monotonic()
         events = _events(args.events, args.seed)
         note(f"generated {len(events)} events in {time.monotonic() - began:.1f} s")
         began = time.monotonic()
-        produce_events(config, events)
+        produce_events(input_config, events)
         produce_s = time.monotonic() - began
         note(f"produced them (framed Avro, lz4) at {len(events) / produce_s:,.0f} events/s")
 
-        passthrough = run_passthrough(
-            bootstrap,
-            config.input_topic,
-            copy_topic,
-            len(events),
-            group_id=f"bench.{run}.passthrough",
-            transactional_id=f"bench.{run}.passthrough.tx",
-            commit_interval_ms=config.commit_interval_ms,
-        )
-        note(f"passthrough: {passthrough.events_per_s:,.0f} events/s")
-
-        worker = TimedWorker(config)
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True)
-        started = time.monotonic()
-        thread.start()
-        tail: Tail | None = None
-        tail_thread: threading.Thread | None = None
+        pairs: list[tuple[PassthroughResult, WorkerRun]] = []
+        for number, config in enumerate(rounds, start=1):
+            copy_topic = f"{config.app_id}.passthrough"
+            create_topics(bootstrap, [TopicSpec(copy_topic, args.partitions)])
+            passthrough = run_passthrough(
+                bootstrap,
+                config.input_topic,
+                copy_topic,
+                len(events),
+                group_id=f"{config.app_id}.passthrough",
+                transactional_id=f"{config.app_id}.passthrough.tx",
+                commit_interval_ms=config.commit_interval_ms,
+            )
+            last = number == len(rounds)
+            eos = _run_worker(config, len(events), keep_running=last)
+            note(
+                f"round {number}: passthrough {passthrough.events_per_s:,.0f} events/s, "
+                f"worker {eos.rate:,.0f} events/s ({eos.rate / passthrough.events_per_s:.2f})"
+            )
+            pairs.append((passthrough, eos))
+            if number == 1:  # before the latency phase adds to the input
+                at_least_once = _run_worker(alo, len(events))
+                note(f"at-least-once worker: {at_least_once.rate:,.0f} events/s")
+        live = pairs[-1][1]
         try:
-            _wait(worker.caught_up, 1800.0, "worker caught up", thread)
-            assert worker.first_batch is not None and worker.last_commit is not None
-            worker_s = worker.last_commit - worker.first_batch
-            worker_rate = len(events) / worker_s
-            join_s = worker.first_batch - started
-            note(f"worker: {worker_rate:,.0f} events/s")
-
-            # -- latency: steady load on the running, caught-up worker --------------------------
-            rate = args.latency_rate or max(min(worker_rate / 3, 2000.0), 50.0)
-            fresh = _events(args.latency_events, args.seed + 1, day=_next_day(events))
-            first_offsets = {
-                tp.partition: o for tp, o in _ends(bootstrap, [config.input_topic]).items()
-            }
-            outputs = [config.corrected_topic, config.held_topic]
-            tail = Tail(bootstrap, outputs, _ends(bootstrap, outputs))
-            tail_thread = threading.Thread(target=tail.run, name="tail", daemon=True)
-            tail_thread.start()
-            if not tail.ready.wait(60):
-                raise TimeoutError("output tail did not start")
-            achieved = _paced_produce(config, fresh, rate)
-            _wait(worker.caught_up, 300.0, "worker caught up after the paced phase", thread)
-            # The tail sees the last commit within a few polls; wait for it to go quiet.
-            seen = -1
-            while seen != len(tail.arrivals):
-                seen = len(tail.arrivals)
-                time.sleep(0.5)
+            median_rate = statistics.median(w.rate for _, w in pairs)
+            rate = args.latency_rate or median_rate / 2
+            latency = _latency_phase(live, args, rate, events)
         finally:
-            stop.set()
-            thread.join(timeout=60)
-            if tail is not None and tail_thread is not None:
-                tail.stop.set()
-                tail_thread.join(timeout=10)
-        stamped, visible = _latencies(config, tail, first_offsets)
-        note(f"tail saw {len(tail.arrivals)} decision records in the paced phase")
+            live.stop.set()
+            live.thread.join(timeout=60)
+    _report(broker_kind, args.partitions, pairs, at_least_once, latency)
+    return 0
 
-    ratio = worker_rate / passthrough.events_per_s if passthrough.events_per_s else math.nan
-    rows = [
-        ("", "events", "seconds", "events/s", "join s"),
+
+@dataclass
+class Latency:
+    achieved: float  # events/s of the paced load
+    stamped: list[float]
+    visible: list[float]
+    decisions: int
+
+
+def _latency_phase(
+    live: WorkerRun, args: argparse.Namespace, rate: float, events: list[ChargeEvent]
+) -> Latency:
+    """Fresh events (another day) at a steady `rate` into the running, caught-up worker."""
+    config, worker = live.worker.config, live.worker
+    assert config.bootstrap_servers
+    bootstrap = config.bootstrap_servers
+    fresh = _events(max(int(rate * args.latency_seconds), 100), args.seed + 1, _next_day(events))
+    first_offsets = {tp.partition: o for tp, o in _ends(bootstrap, [config.input_topic]).items()}
+    outputs = [config.corrected_topic, config.held_topic]
+    tail = Tail(bootstrap, outputs, _ends(bootstrap, outputs))
+    tail_thread = threading.Thread(target=tail.run, name="tail", daemon=True)
+    tail_thread.start()
+    try:
+        if not tail.ready.wait(60):
+            raise TimeoutError("output tail did not start")
+        achieved = _paced_produce(config, fresh, rate)
+        _wait(worker.caught_up, 300.0, "worker caught up after the paced phase", live.thread)
+        # The tail sees the last commit within a few polls; wait for it to go quiet.
+        seen = -1
+        while seen != len(tail.arrivals):
+            seen = len(tail.arrivals)
+            time.sleep(0.5)
+    finally:
+        tail.stop.set()
+        tail_thread.join(timeout=10)
+    stamped, visible = _latencies(config, tail, first_offsets)
+    return Latency(achieved, stamped, visible, len(tail.arrivals))
+
+
+def _report(
+    broker_kind: str,
+    partitions: int,
+    pairs: list[tuple[PassthroughResult, WorkerRun]],
+    at_least_once: WorkerRun,
+    latency: Latency,
+) -> None:
+    rows = [("", "events/s", "seconds", "join s", "ratio")]
+    ratios = []
+    for number, (passthrough, eos) in enumerate(pairs, start=1):
+        ratio = eos.rate / passthrough.events_per_s if passthrough.events_per_s else math.nan
+        ratios.append(ratio)
+        rows.append(
+            (
+                f"round {number} passthrough (kafka-python txn copy)",
+                f"{passthrough.events_per_s:,.0f}",
+                f"{passthrough.elapsed_s:.2f}",
+                f"{passthrough.join_s:.2f}",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"round {number} worker, exactly-once",
+                f"{eos.rate:,.0f}",
+                f"{eos.seconds:.2f}",
+                f"{eos.join_s:.2f}",
+                f"{ratio:.2f}",
+            )
+        )
+    rows.append(
         (
-            "passthrough (kafka-python txn copy)",
-            f"{passthrough.events}",
-            f"{passthrough.elapsed_s:.2f}",
-            f"{passthrough.events_per_s:,.0f}",
-            f"{passthrough.join_s:.2f}",
-        ),
-        (
-            "worker (decode, rules, state, txn)",
-            f"{len(events)}",
-            f"{worker_s:.2f}",
-            f"{worker_rate:,.0f}",
-            f"{join_s:.2f}",
-        ),
-    ]
+            "worker, at-least-once",
+            f"{at_least_once.rate:,.0f}",
+            f"{at_least_once.seconds:.2f}",
+            f"{at_least_once.join_s:.2f}",
+            "",
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print(f"broker: {broker_kind}; {args.partitions} partitions; restarts: {worker.restarts}")
+    restarts = sum(w.restarts for _, w in pairs) + at_least_once.restarts
+    print(f"broker: {broker_kind}; {partitions} partitions; restarts: {restarts}")
     for row in rows:
         print(
             f"{row[0]:<{widths[0]}}  "
             + "  ".join(f"{cell:>{widths[i + 1]}}" for i, cell in enumerate(row[1:]))
         )
-    print(f"worker / passthrough: {ratio:.2f}")
+    median_pt = statistics.median(p.events_per_s for p, _ in pairs)
+    median_eos = statistics.median(w.rate for _, w in pairs)
     print(
-        f"event -> decision latency, {len(stamped)} charges' first decisions at "
-        f"{achieved:,.0f} events/s (paced):"
+        f"median of {len(pairs)}: passthrough {median_pt:,.0f}, worker exactly-once "
+        f"{median_eos:,.0f} events/s; worker / passthrough (median of the rounds' ratios): "
+        f"{statistics.median(ratios):.2f}"
+    )
+    print(
+        f"event -> decision latency, {len(latency.stamped)} charges' first decisions at "
+        f"{latency.achieved:,.0f} events/s (paced; half the worker's median unless given):"
     )
     print(f"  {'':<34}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
     for name, values in (
-        ("record timestamps (out - in)", stamped),
-        ("visible to read_committed reader", visible),
+        ("record timestamps (out - in)", latency.stamped),
+        ("visible to read_committed reader", latency.visible),
     ):
         print(
             f"  {name:<34}{_percentile(values, 50):>8.0f}{_percentile(values, 99):>8.0f}"
             f"{max(values, default=math.nan):>8.0f}"
         )
-    return 0
 
 
 def _next_day(events: list[ChargeEvent]) -> dt.date:

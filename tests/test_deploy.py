@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from worker.cli.options import from_args
 from worker.observability.metrics import Metrics
@@ -433,6 +434,30 @@ def test_no_phi_labels_in_queries_or_registry() -> None:
     for expr in [*dashboard_exprs(), *(r["expr"] for r in alert_rules())]:
         labels = re.findall(r"by \(([^)]*)\)", expr)
         assert not any(phi.search(lbl) for lbl in labels), expr
+
+
+def test_docs_metrics_lists_every_metric_with_its_type_and_labels() -> None:
+    """docs/metrics.md has a row per registered metric, naming its type and label names, and
+    no row for a metric that does not exist."""
+    rows = {}
+    for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`charge_capture_"):
+            rows[cells[0].strip("`")] = cells
+    registered = set()
+    metrics = [m for m in vars(Metrics()).values() if isinstance(m, MetricWrapperBase)]
+    for metric in metrics:
+        # prometheus_client keeps a metric's name, type and label names on the wrapper only.
+        kind, labels = metric._type, set(metric._labelnames)
+        if kind == "info":  # an info's labels are its keys, set once
+            labels = {k for f in metric.collect() for sample in f.samples for k in sample.labels}
+        name = metric._name + {"counter": "_total", "info": "_info"}.get(kind, "")
+        registered.add(name)
+        assert name in rows, f"{name} is not in docs/metrics.md"
+        assert rows[name][1].startswith("gauge" if kind == "info" else kind), (name, rows[name])
+        documented = set(re.findall(r"`(\w+)`", rows[name][2]))
+        assert documented == labels, (name, documented, labels)
+    assert set(rows) == registered, set(rows) - registered
 
 
 @needs_promtool

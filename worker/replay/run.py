@@ -39,6 +39,7 @@ from worker.kafka.admin import TopicSpec, create_topics
 from worker.kafka.reading import read_ranges
 from worker.kafka.records import Record
 from worker.processing.batch import Batch
+from worker.processing.collector import settle_collector
 from worker.processing.outputs import (
     FileOutputs,
     NullOutputs,
@@ -258,6 +259,7 @@ def _replay(
         report.started_at_beginning = all(r.context_start == r.log_start for r in ranges)
         outputs = _open_outputs(options, codec, len(ranges))
         replayer = _Replayer(options, codec, len(ranges), report)
+        settle_collector()  # the packs are loaded (see collector.py)
         phases = _Phases(consumer, options, replayer, progress, schema_wait)
         if any(r.records for r in ranges):  # nothing replayed: no partial visit to find
             report.scanned_records = phases.run(

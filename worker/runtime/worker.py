@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
@@ -42,14 +42,16 @@ from worker.errors import (
     Stopping,
 )
 from worker.kafka import clients, reach
-from worker.kafka.transactions import FENCED, is_fenced
+from worker.kafka.transactions import is_fenced
 from worker.observability.health import Health
 from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics, PrometheusSensor
+from worker.processing.collector import settle_collector
 from worker.processing.outputs import OutputTopics, TopicOutputs
 from worker.processing.pipeline import Processor
 from worker.processing.schema_wait import SchemaWait
 from worker.runtime.checkpoint import Checkpoint
+from worker.runtime.failures import SetAside, fenced_restart, restart_reason
 from worker.runtime.gauges import Gauges
 from worker.runtime.outage import Outage
 from worker.runtime.recovery import Recovery
@@ -97,6 +99,7 @@ class Worker:
             rekey_in_process=False,
             sensor=PrometheusSensor(self.metrics),
         )
+        self.set_aside = SetAside(self.processor)
         self.recovery = Recovery(config, self.states, self.metrics, self.health)
         self.recovery.on_drop = self._dropped
         # A schema registry that does not answer: wait, readiness false (the recovery's own
@@ -113,7 +116,6 @@ class Worker:
         self._open: Checkpoint | None = None  # the batch being decided, not yet committed
         self._partitions: dict[str, int] = {}  # partition counts of the output topics
         self._failed_in_a_row = 0
-        self._bare: set[tuple[str, int, int]] = set()
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -139,6 +141,7 @@ class Worker:
         # client opens (a no-op without a schema registry).
         if not self.schema_wait.open(self.codec, stop):
             return
+        settle_collector()  # the packs are loaded: see collector.py for why this is safe
         backoff = 0.5
         while not stop.is_set():
             try:
@@ -149,7 +152,7 @@ class Worker:
             except FatalError:
                 raise
             except (InstanceRestart, KafkaError, CallDeadlineExceeded) as reason:
-                self._count_restart(_restart_reason(reason), reason, "instance restart")
+                self._count_restart(restart_reason(reason), reason, "instance restart")
                 self._pause(backoff)  # no tight reconnect loop during an outage
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
@@ -394,9 +397,9 @@ class Worker:
             # A failure while deciding leaves no transaction open: nothing to abort.
             aborted = checkpoint.abort(error) if began else True
         for failure in failures:
-            self._set_aside(failure)
+            self.set_aside.add(failure)
         if fenced:
-            self._fenced(error)
+            fenced_restart(self.config, self.transactor, error)
         if not aborted:
             # Its transaction is in an unknown state: a new producer fences it.
             self.transactor.abandon(describe_error(error))
@@ -418,41 +421,6 @@ class Worker:
             self._failed_in_a_row = 0
             raise InstanceRestart(f"batch failed: {describe_error(error)}") from error
 
-    def _set_aside(self, failure: RecordFailed) -> None:
-        """The record is dead-lettered when the redone batch reads it again."""
-        where = failure.where
-        if failure.bare:
-            if where in self._bare:
-                raise InstanceRestart(
-                    f"the DLQ topic refuses even a dead letter without its value: {failure}"
-                )
-            self._bare.add(where)
-        self.processor.failed[where] = failure
-        topic, partition, offset = where
-        log.warning(
-            "input record to be dead-lettered",
-            extra=fields(
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                error_kind=failure.kind.value,
-                error=failure.cause,
-            ),
-        )
-
-    def _fenced(self, error: Exception) -> NoReturn:
-        cfg = self.config
-        log.error(
-            "producer fenced: another instance uses the same --instance-id",
-            extra=fields(
-                transactional_id=cfg.transactional_id,
-                instance_id=cfg.instance_id,
-                error=describe_error(error),
-            ),
-        )
-        self.transactor.abandon("fenced")
-        raise InstanceRestart(f"fenced: {describe_error(error)}", "fenced") from error
-
     def caught_up(self) -> bool:
         """All assigned input partitions committed up to the highwater seen on a fetch."""
         opened = self._clients
@@ -464,16 +432,6 @@ class Worker:
             if highwater is None or self.recovery.committed.get(tp, 0) < highwater:
                 return False
         return True
-
-
-def _restart_reason(error: BaseException) -> str:
-    if isinstance(error, InstanceRestart):
-        return error.reason
-    if isinstance(error, CallDeadlineExceeded):
-        return "call_deadline"
-    if isinstance(error, FENCED):
-        return "fenced"
-    return "broker_unavailable"
 
 
 def _close(consumer: KafkaConsumer, timeout_ms: int) -> None:
