@@ -19,8 +19,8 @@ charge events (`worker.sample.generate_events`) in one input topic:
      CreateTime (the bench's send), the input found through the decision's source offset;
    - visible: when a read_committed consumer tailing the outputs received the decision, minus
      the input record's CreateTime - what a downstream reader sees (includes the commit).
-   The load generator, the tail and the worker share one process (and its GIL), so these are
-   upper bounds for a worker running alone;
+   The load generator and the tail run in processes of their own, so the worker's process
+   holds the worker alone, as in production; all share the machine's 2 cores with the broker;
 3. worker, at-least-once: the same input once more (after the first round), without
    transactions.
 
@@ -33,12 +33,13 @@ import argparse
 import datetime as dt
 import logging
 import math
+import multiprocessing
 import statistics
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -74,42 +75,60 @@ class TimedWorker(Worker):
         self.last_commit = time.monotonic()
 
 
-@dataclass
-class Tail:
-    """A read_committed consumer on the outputs, noting when each record arrived (wall ms)."""
+Arrival = tuple[int, str, int, int, int]  # arrived ms, charge_id, source p, offset, CreateTime
 
-    bootstrap_servers: str
-    topics: list[str]
-    start_offsets: dict[TopicPartition, int]
-    arrivals: list[tuple[int, Any]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    ready: threading.Event = field(default_factory=threading.Event)
 
-    def run(self) -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=10,
-        )
-        try:
-            tps = [
-                TopicPartition(t, p)
-                for t in self.topics
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
-            consumer.assign(tps)
-            # Start at the current end (ends found by reading: ListOffsets is wrong on Tansu).
-            for tp in tps:
-                consumer.seek(tp, self.start_offsets.get(tp, 0))
-            self.ready.set()
-            while not self.stop.is_set():
-                for records in consumer.poll(timeout_ms=50).values():
-                    now_ms = int(time.time() * 1000)
-                    self.arrivals.extend((now_ms, r) for r in records)
-        finally:
-            consumer.close(autocommit=False)
+def _tail(
+    bootstrap_servers: str,
+    topics: list[str],
+    start_offsets: dict[tuple[str, int], int],
+    ready: Any,
+    done: Any,
+    arrivals: Any,
+) -> None:
+    """In its own process: a read_committed consumer on the outputs from `start_offsets`,
+    noting when each decision arrived (wall ms); after `done`, once quiet for 2 s, the
+    arrivals are put on `arrivals`."""
+    codec = Codec()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=10,
+    )
+    seen: list[Arrival] = []
+    try:
+        tps = [
+            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t))
+        ]
+        consumer.assign(tps)
+        # Start at the current end (ends found by reading: ListOffsets is wrong on Tansu).
+        for tp in tps:
+            consumer.seek(tp, start_offsets.get((tp.topic, tp.partition), 0))
+        ready.set()
+        quiet_since = time.monotonic()
+        while not done.is_set() or time.monotonic() - quiet_since < 2.0:
+            polled = consumer.poll(timeout_ms=50)
+            if polled:
+                quiet_since = time.monotonic()
+            for records in polled.values():
+                now_ms = int(time.time() * 1000)
+                for r in records:
+                    d = codec.decode_decision(r.value)
+                    seen.append(
+                        (now_ms, d.charge_id, d.source.partition, d.source.offset, r.timestamp)
+                    )
+    finally:
+        consumer.close(autocommit=False)
+        arrivals.put(seen)
+
+
+def _paced(
+    config: WorkerConfig, count: int, seed: int, day: dt.date, rate: float, out: Any
+) -> None:
+    """In its own process: `count` fresh events of `day` at `rate` events/s."""
+    out.put(_paced_produce(config, _events(count, seed, day), rate))
 
 
 def _events(count: int, seed: int, day: dt.date | None = None) -> list[ChargeEvent]:
@@ -164,11 +183,10 @@ def _paced_produce(config: WorkerConfig, events: list[ChargeEvent], rate: float)
 
 
 def _latencies(
-    config: WorkerConfig, tail: Tail, first_offsets: dict[int, int]
+    config: WorkerConfig, arrivals: list[Arrival], first_offsets: dict[int, int]
 ) -> tuple[list[float], list[float]]:
     """(record-timestamp deltas, visible deltas) in ms for each new charge's first decision."""
     assert config.bootstrap_servers
-    codec = Codec()
     sent_ms: dict[tuple[int, int], int] = {}
     for record in read_to_end(config.bootstrap_servers, [config.input_topic]):
         if record.offset >= first_offsets.get(record.partition, 0):
@@ -176,13 +194,14 @@ def _latencies(
     stamped: list[float] = []
     visible: list[float] = []
     seen: set[str] = set()
-    for arrived_ms, record in sorted(tail.arrivals, key=lambda a: (a[0], a[1].timestamp)):
-        decision = codec.decode_decision(record.value)
-        source = (decision.source.partition, decision.source.offset)
-        if decision.charge_id in seen or source not in sent_ms:
+    for arrived_ms, charge_id, partition, offset, created in sorted(
+        arrivals, key=lambda a: (a[0], a[4])
+    ):
+        source = (partition, offset)
+        if charge_id in seen or source not in sent_ms:
             continue
-        seen.add(decision.charge_id)
-        stamped.append(record.timestamp - sent_ms[source])
+        seen.add(charge_id)
+        stamped.append(created - sent_ms[source])
         visible.append(arrived_ms - sent_ms[source])
     return stamped, visible
 
@@ -346,31 +365,40 @@ class Latency:
 def _latency_phase(
     live: WorkerRun, args: argparse.Namespace, rate: float, events: list[ChargeEvent]
 ) -> Latency:
-    """Fresh events (another day) at a steady `rate` into the running, caught-up worker."""
+    """Fresh events (another day) at a steady `rate` into the running, caught-up worker. The
+    load generator and the output tail run in processes of their own (spawned: the worker's
+    threads are running), so the worker's process holds the worker alone."""
     config, worker = live.worker.config, live.worker
     assert config.bootstrap_servers
     bootstrap = config.bootstrap_servers
-    fresh = _events(max(int(rate * args.latency_seconds), 100), args.seed + 1, _next_day(events))
+    count = max(int(rate * args.latency_seconds), 100)
     first_offsets = {tp.partition: o for tp, o in _ends(bootstrap, [config.input_topic]).items()}
     outputs = [config.corrected_topic, config.held_topic]
-    tail = Tail(bootstrap, outputs, _ends(bootstrap, outputs))
-    tail_thread = threading.Thread(target=tail.run, name="tail", daemon=True)
-    tail_thread.start()
+    ends = {(tp.topic, tp.partition): o for tp, o in _ends(bootstrap, outputs).items()}
+    spawn = multiprocessing.get_context("spawn")
+    ready, done, arrivals, achieved = spawn.Event(), spawn.Event(), spawn.Queue(), spawn.Queue()
+    tail = spawn.Process(
+        target=_tail, args=(bootstrap, outputs, ends, ready, done, arrivals), daemon=True
+    )
+    tail.start()
     try:
-        if not tail.ready.wait(60):
+        if not ready.wait(60):
             raise TimeoutError("output tail did not start")
-        achieved = _paced_produce(config, fresh, rate)
+        day = _next_day(events)
+        load = spawn.Process(
+            target=_paced, args=(config, count, args.seed + 1, day, rate, achieved), daemon=True
+        )
+        load.start()
+        rate_achieved = achieved.get(timeout=args.latency_seconds * 4 + 120)
+        load.join(timeout=30)
         _wait(worker.caught_up, 300.0, "worker caught up after the paced phase", live.thread)
-        # The tail sees the last commit within a few polls; wait for it to go quiet.
-        seen = -1
-        while seen != len(tail.arrivals):
-            seen = len(tail.arrivals)
-            time.sleep(0.5)
+        done.set()
+        seen: list[Arrival] = arrivals.get(timeout=120)
     finally:
-        tail.stop.set()
-        tail_thread.join(timeout=10)
-    stamped, visible = _latencies(config, tail, first_offsets)
-    return Latency(achieved, stamped, visible, len(tail.arrivals))
+        done.set()
+        tail.join(timeout=30)
+    stamped, visible = _latencies(config, seen, first_offsets)
+    return Latency(rate_achieved, stamped, visible, len(seen))
 
 
 def _report(
