@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.check_throughput
 	$(BIN)/python -m bench.stream_throughput
 	$(BIN)/python -m bench.replay_throughput
+	$(BIN)/python -m bench.hot_path
+	$(BIN)/python -m bench.state_restore
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 """Replay throughput: ~100k generated charge events replayed from a topic into a file.
 
 Starts the embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), produces the events keyed by
-patient, then times `run_replay` over the whole topic (read, decode, decide, write JSON lines).
+patient, then times kafka-python's own transactional passthrough over the same topic
+(bench.passthrough: the ceiling) and `run_replay` over the whole topic (read, decode, decide,
+write JSON lines), and prints their ratio.
 
     python -m bench.replay_throughput --visits 35000
 """
@@ -16,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import bench_broker
+from bench.passthrough import run_passthrough
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
@@ -50,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         produce_events(config, events)
         produced_s = time.monotonic() - began
         print(f"produced {len(events)} events in {produced_s:.1f} s", file=sys.stderr, flush=True)
+        copy_topic = f"bench.{run}.passthrough"
+        create_topics(bootstrap, [TopicSpec(copy_topic, args.partitions)])
+        passthrough = run_passthrough(
+            bootstrap,
+            config.input_topic,
+            copy_topic,
+            len(events),
+            group_id=f"bench.{run}.passthrough",
+            transactional_id=f"bench.{run}.passthrough.tx",
+            commit_interval_ms=config.commit_interval_ms,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "decisions.jsonl"
             report = run_replay(ReplayOptions(config=config, output=FileOutput(out)))
@@ -58,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         f"events={report.records} decisions={report.decisions} dlq={report.dlq} "
         f"replay_s={report.replay_seconds:.2f} total_s={report.seconds:.2f} "
         f"file_bytes={size} events_per_s={report.events_per_s:.0f}"
+    )
+    ratio = report.events_per_s / passthrough.events_per_s
+    print(
+        f"passthrough (kafka-python txn copy) {passthrough.events_per_s:,.0f} events/s; "
+        f"replay / passthrough: {ratio:.2f}"
     )
     return 0
 

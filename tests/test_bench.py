@@ -33,6 +33,7 @@ def _bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         "outage",
         "rejoin",
         "hot_path",
+        "state_restore",
     ],
 )
 def test_broker_benchmarks_import_and_parse_options(name: str) -> None:
