@@ -14,6 +14,7 @@ from rules.traction import (
     TRACTION_CORRECTIONS,
     TRACTION_HOLDS,
     VISIT_RULES,
+    HoldRule,
     VisitContext,
 )
 
@@ -40,17 +41,21 @@ def decide_visit(lines: Iterable[Charge], pack: RulePack) -> dict[str, Verdict]:
     return {line.charge_id: _decide_line(line, visit) for line in visit.lines}
 
 
-# The rule functions in evaluation order, resolved once: this loop runs for every line.
+# The rule functions in evaluation order, resolved once: this loop runs for every line. A
+# hold rule comes with whether it reads the whole visit (run every time) or the line alone.
 _FIXES = tuple(rule for _, rule in TRACTION_CORRECTIONS)
-_LINE_HOLDS = tuple(rule for _, rule in EVERY_LINE_HOLDS)
-_TRACTION_HOLDS = _LINE_HOLDS + tuple(rule for _, rule in TRACTION_HOLDS)
+_Plan = tuple[tuple[HoldRule, bool], ...]
+_LINE_PLAN: _Plan = tuple((rule, rule in VISIT_RULES) for _, rule in EVERY_LINE_HOLDS)
+_TRACTION_PLAN: _Plan = _LINE_PLAN + tuple(
+    (rule, rule in VISIT_RULES) for _, rule in TRACTION_HOLDS
+)
 
 # A line's own findings (corrections, and the holds that read only the line and the pack),
 # remembered per line object and pack: each event decides its whole visit again, and all but
 # one line of it are the same objects as last time. Pure memoisation, bounded; the visit rules
 # run every time. Keyed by identity: an entry holds its line and pack, so their ids cannot be
 # reused while it lives, and equal-looking lines of different content never share an entry.
-_Own = tuple[Charge, RulePack, Charge, tuple[Correction, ...], tuple[Hold | None, ...]]
+_Own = tuple[Charge, RulePack, Charge, tuple[Correction, ...], _Plan, tuple[Hold | None, ...]]
 _OWN: dict[tuple[int, int], _Own] = {}
 _OWN_LIMIT = 20_000
 
@@ -62,28 +67,27 @@ def _own_findings(line: Charge, visit: VisitContext) -> _Own:
         return found
     corrections: list[Correction] = []
     billed = line
-    checks = _LINE_HOLDS
+    plan = _LINE_PLAN
     if line.cpt_code == visit.pack.traction_code:
         for fix in _FIXES:
             fixed = fix(billed, visit)
             if fixed is not None:
                 billed, correction = fixed
                 corrections.append(correction)
-        checks = _TRACTION_HOLDS
-    own = tuple(None if check in VISIT_RULES else check(billed, visit) for check in checks)
+        plan = _TRACTION_PLAN
+    own = tuple([None if of_visit else rule(billed, visit) for rule, of_visit in plan])
     if len(_OWN) >= _OWN_LIMIT:
         _OWN.clear()
-    found = _OWN[key] = (line, visit.pack, billed, tuple(corrections), own)
+    found = _OWN[key] = (line, visit.pack, billed, tuple(corrections), plan, own)
     return found
 
 
 def _decide_line(line: Charge, visit: VisitContext) -> Verdict:
-    _, _, billed, corrections, own = _own_findings(line, visit)
-    checks = _TRACTION_HOLDS if len(own) == len(_TRACTION_HOLDS) else _LINE_HOLDS
+    _, _, billed, corrections, plan, own = _own_findings(line, visit)
     holds = []
-    for check, found in zip(checks, own, strict=True):
-        if check in VISIT_RULES:
-            found = check(billed, visit)
+    for (rule, of_visit), found in zip(plan, own, strict=True):
+        if of_visit:
+            found = rule(billed, visit)
         if found is not None:
             holds.append(found)
     return Verdict(billed=billed, corrections=corrections, holds=tuple(holds))
