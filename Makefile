@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench promtool clean
+.PHONY: demo test lint typecheck unit bench bench-peer promtool clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,5 +36,16 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.hot_path
 	$(BIN)/python -m bench.state_restore
 
+# The peer benchmark's own environment: Quix Streams pins an older confluent-kafka than the
+# tests use, so it lives apart from .venv.
+PEER := .venv-peer
+$(PEER)/.installed:
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install -q "quixstreams==3.28.1"
+	touch $@
+
+bench-peer: $(STAMP) $(PEER)/.installed
+	$(BIN)/python -m bench.peer_quix --peer-python $(PEER)/bin/python
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEER) .pytest_cache .mypy_cache .ruff_cache

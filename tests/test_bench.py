@@ -34,6 +34,7 @@ def _bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         "rejoin",
         "hot_path",
         "state_restore",
+        "peer_quix",
     ],
 )
 def test_broker_benchmarks_import_and_parse_options(name: str) -> None:
