@@ -35,6 +35,7 @@ def _bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         "hot_path",
         "state_restore",
         "peer_quix",
+        "scaling",
     ],
 )
 def test_broker_benchmarks_import_and_parse_options(name: str) -> None:
