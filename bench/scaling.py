@@ -23,7 +23,8 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from kafka import KafkaAdminClient
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
 
 from bench.common import bench_broker
 from bench.stream_throughput import _configs, _events
@@ -48,12 +49,13 @@ def _argv(config: WorkerConfig, instance: str) -> list[str]:
             "--partitions", str(config.partitions)]  # fmt: skip
 
 
-def _committed(admin: KafkaAdminClient, group: str, topic: str) -> int:
-    try:
-        offsets = admin.list_consumer_group_offsets(group)
-    except Exception:  # the group is not there yet
-        return 0
-    return sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic == topic)
+def _committed(reader: KafkaConsumer, topic: str, partitions: int) -> int:
+    """The group's committed offsets on `topic`, summed (OffsetFetch, as a restore reads them)."""
+    total = 0
+    for number in range(partitions):
+        offset = reader.committed(TopicPartition(topic, number), timeout_ms=5000)
+        total += offset or 0
+    return total
 
 
 def _run(config: WorkerConfig, instances: int, events: int, logs: Path) -> tuple[float, float]:
@@ -61,7 +63,9 @@ def _run(config: WorkerConfig, instances: int, events: int, logs: Path) -> tuple
     ensure_topics(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGE_CAPTURE_")}
     procs = []
-    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+    # Outside the group (it never joins or commits): it only reads the group's offsets.
+    reader = KafkaConsumer(bootstrap_servers=config.bootstrap_servers, group_id=config.group,
+                           enable_auto_commit=False)  # fmt: skip
     started = time.monotonic()
     try:
         for n in range(instances):
@@ -72,7 +76,7 @@ def _run(config: WorkerConfig, instances: int, events: int, logs: Path) -> tuple
             for proc in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited {proc.returncode}; logs in {logs}")
-            done = _committed(admin, config.group, config.input_topic)
+            done = _committed(reader, config.input_topic, config.partitions)
             now = time.monotonic()
             if done and not first_at:
                 first_at, first_done = now, done
@@ -86,7 +90,7 @@ def _run(config: WorkerConfig, instances: int, events: int, logs: Path) -> tuple
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
-        admin.close()
+        reader.close(autocommit=False)
 
 
 def main(argv: list[str] | None = None) -> int:
