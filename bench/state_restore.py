@@ -141,9 +141,7 @@ def _through_broker(values: Values) -> None:
                 producer.send(topic, key=key, value=value, partition=number, headers=headers)
         producer.flush(timeout=300)
         producer.close(timeout=10)
-        consumer = clients.reader(
-            config, "restore", max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20
-        )
+        consumer = clients.restorer(config)  # the worker's own restore consumer
         states = {n: new_state(config, n, PARTITIONS) for n in values}
         committed = {INPUT: 1}
         began = time.perf_counter()

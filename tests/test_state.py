@@ -350,3 +350,31 @@ def test_a_date_of_service_before_every_rule_pack_is_undecidable() -> None:
         _emit(state, early, _source(0, "E1"), PACKS)
     assert raised.value.kind is ErrorKind.VALIDATION
     assert state.watermark is None and not state.book.visits
+
+
+def test_a_restore_indexes_each_line_and_its_hold_as_the_full_lines_say() -> None:
+    """The restore's skim of a visit record (charge ids, held times) agrees with reading its
+    lines in full, over a generated day with holds in it."""
+    from rules.charge import charge_from_dict
+    from worker.offline.sample import generate_events
+
+    state = PartitionState(0, RETENTION)
+    _fold(state, [charge_from_dict(e) for e in generate_events(300, 5)])
+    codec = default_visit_codec()
+    held = 0
+    for write in state.take_writes():
+        if write.key[:1] == b"\x00" or write.value is None:
+            continue
+        full = [
+            (line.charge_id, line.occurred_at if _is_held(line) else None)
+            for line in codec.read_lines(write.value)
+        ]
+        assert codec.held_index(write.value) == full
+        held += sum(1 for _, at in full if at is not None)
+    assert held > 0  # the day has held charges: the HELD branch was read
+    with pytest.raises(ValueError, match="do not read"):
+        codec.held_index(bytes([VISIT_FORMAT, 2, 8, 20]) + b"\x00")
+
+
+def _is_held(line: Any) -> bool:
+    return line.published is not None and line.published.status == DecisionStatus.HELD

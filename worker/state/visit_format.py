@@ -29,7 +29,7 @@ import msgspec
 from rules.charge import Charge, charge_from_avro, charge_from_dict, interned
 from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
-from worker.serde.avro_fast import compile_reader, compile_writer, read_long, varint
+from worker.serde.avro_fast import EPOCH, compile_reader, compile_writer, read_long, varint
 from worker.serde.framing import EVENT, LocalRegistry
 from worker.serde.records import STRUCTS
 
@@ -162,6 +162,17 @@ class VisitCodec:
         lines: tuple[LineRecord, ...] = record.lines
         return lines
 
+    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
+        """Per line its charge id and, when its last decision is HELD, its winning event's
+        time: all a restore needs. Reads the lines without building them (a restore is one
+        pass over a partition's visits); ValueError when they do not read."""
+        if raw[:1] == b"{":
+            return [(x.charge_id, _held_at(x)) for x in self.read_lines(raw)]
+        try:
+            return _skim_lines(raw, self._charges_schema(raw))
+        except (IndexError, UnicodeDecodeError) as error:
+            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+
     def decode(
         self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
     ) -> Visit:
@@ -224,6 +235,57 @@ class VisitCodec:
                     p["version"], DecisionStatus(p["status"]), Ledger[p["ledger"]], p["fingerprint"]
                 )
         return Visit(key, {c.charge_id: c for c in charges}, published)
+
+
+_HELD = list(DecisionStatus).index(DecisionStatus.HELD)  # its index in the Avro enum
+
+
+def _held_at(line: LineRecord) -> dt.datetime | None:
+    p = line.published
+    return line.occurred_at if p is not None and p.status == DecisionStatus.HELD else None
+
+
+def _skim_lines(b: bytes, i: int) -> list[tuple[str, dt.datetime | None]]:
+    """`held_index` of the lines array at `i` (the layout of `_lines_schema`). Lengths,
+    branches and enums are one byte in practice: read inline, `read_long` past that."""
+    out: list[tuple[str, dt.datetime | None]] = []
+    count, i = read_long(b, i)
+    while count:
+        if count < 0:  # a block with its byte size
+            count = -count
+            _, i = read_long(b, i)
+        for _ in range(count):
+            n, i = _small(b, i)
+            charge_id = b[i : i + n].decode()
+            m, i = _small(b, i + n)
+            if n < 0 or m < 0:
+                raise ValueError("negative length in visit lines")
+            millis, i = read_long(b, i + m)  # after event_id
+            branch, i = _small(b, i)
+            held = None
+            if branch == 1:
+                _, i = _small(b, i)  # version
+                status, i = _small(b, i)
+                i += 1  # ledger: an enum of two
+                while b[i] & 0x80:  # fingerprint: skipped, not decoded
+                    i += 1
+                i += 1
+                if status == _HELD:
+                    held = EPOCH + dt.timedelta(milliseconds=millis)
+            elif branch != 0:
+                raise ValueError("bad union branch in visit lines")
+            out.append((charge_id, held))
+        count, i = read_long(b, i)
+    if i > len(b):
+        raise ValueError("visit lines end past the value")
+    return out
+
+
+def _small(b: bytes, i: int) -> tuple[int, int]:
+    c = b[i]
+    if c < 0x80:
+        return (c >> 1) ^ -(c & 1), i + 1
+    return read_long(b, i)
 
 
 def lines_of(visit: Visit) -> tuple[LineRecord, ...]:

@@ -16,6 +16,7 @@ before it leaves the decoded set, so nothing decided is ever lost to eviction.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 
@@ -89,9 +90,10 @@ class VisitStore(MutableMapping[VisitKey, Visit]):
         assert raw is not None
         return raw
 
-    def restore(self, key: VisitKey, raw: bytes) -> tuple[LineRecord, ...]:
-        """Hold a visit as restored from the changelog; its lines (charge ids and more)."""
-        lines = self.codec.read_lines(raw)  # ValueError for a value that does not read
+    def restore(self, key: VisitKey, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
+        """Hold a visit as restored from the changelog; per line its charge id and, when
+        HELD, its event time (ValueError for a value whose lines do not read)."""
+        lines = self.codec.held_index(raw)
         self._hot.pop(key, None)
         self._changed.discard(key)
         self._values[key] = raw
