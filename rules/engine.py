@@ -6,10 +6,11 @@ from collections.abc import Iterable
 
 import msgspec
 
+import rules.traction  # noqa: F401  (its decorators fill the registries below)
 from rules.charge import Charge, Correction, Hold
 from rules.model import DecisionStatus
 from rules.pack import RulePack
-from rules.traction import (
+from rules.rulebook import (
     EVERY_LINE_HOLDS,
     TRACTION_CORRECTIONS,
     TRACTION_HOLDS,

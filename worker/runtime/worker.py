@@ -37,12 +37,9 @@ from worker.errors import (
     CallDeadlineExceeded,
     FatalError,
     InstanceRestart,
-    OutputsFailed,
-    RecordFailed,
     Stopping,
 )
 from worker.kafka import clients, reach
-from worker.kafka.transactions import is_fenced
 from worker.observability.health import Health
 from worker.observability.logs import describe_error, fields
 from worker.observability.metrics import Metrics, PrometheusSensor
@@ -51,7 +48,7 @@ from worker.processing.outputs import OutputTopics, TopicOutputs
 from worker.processing.pipeline import Processor
 from worker.processing.schema_wait import SchemaWait
 from worker.runtime.checkpoint import Checkpoint
-from worker.runtime.failures import SetAside, fenced_restart, restart_reason
+from worker.runtime.failures import BatchFailures, restart_reason
 from worker.runtime.gauges import Gauges
 from worker.runtime.outage import Outage
 from worker.runtime.recovery import Recovery
@@ -65,7 +62,6 @@ log = logging.getLogger("charge_capture.worker")
 
 MAX_BACKOFF_S = 10.0
 # Batches that fail in a row, for no reason a record explains, before the instance restarts.
-FAILURES_BEFORE_RESTART = 3
 
 
 @dataclass
@@ -99,7 +95,6 @@ class Worker:
             rekey_in_process=False,
             sensor=PrometheusSensor(self.metrics),
         )
-        self.set_aside = SetAside(self.processor)
         self.recovery = Recovery(config, self.states, self.metrics, self.health)
         self.recovery.on_drop = self._dropped
         # A schema registry that does not answer: wait, readiness false (the recovery's own
@@ -112,10 +107,19 @@ class Worker:
         self.stop = threading.Event()
         self.transactor = Transactor(config, self._tick, self.stop)
         self.restarts = 0
+        self.failures = BatchFailures(
+            config,
+            self.transactor,
+            self.recovery,
+            self.outage,
+            self.metrics,
+            self.processor,
+            self.states,
+            self._count_restart,
+        )
         self._clients: _Clients | None = None
         self._open: Checkpoint | None = None  # the batch being decided, not yet committed
         self._partitions: dict[str, int] = {}  # partition counts of the output topics
-        self._failed_in_a_row = 0
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -313,7 +317,8 @@ class Worker:
         except (FatalError, Stopping):
             raise
         except Exception as error:
-            self._batch_failed(checkpoint, error, records)
+            self._open = None
+            self.failures.handle(checkpoint, error, records)
 
     def _partition(
         self, checkpoint: Checkpoint, tp: TopicPartition, records: list[Any], deadline: float
@@ -353,9 +358,9 @@ class Worker:
         except (FatalError, Stopping):
             raise
         except Exception as error:
-            self._batch_failed(checkpoint, error)
+            self.failures.handle(checkpoint, error)
             return
-        self._failed_in_a_row = 0
+        self.failures.succeeded()
         self.processor.committed(checkpoint.next_offsets)
         self.recovery.committed.update(checkpoint.next_offsets)
         self.metrics.batch_seconds.observe(time.monotonic() - checkpoint.started)
@@ -366,55 +371,6 @@ class Worker:
         if self._open is not None:
             for number in numbers:
                 self._open.drop(number)
-
-    def _batch_failed(
-        self,
-        checkpoint: Checkpoint,
-        error: Exception,
-        polled: dict[TopicPartition, list[Any]] | None = None,
-    ) -> None:
-        """Abort, and redo the batch in place: without the records that failed, with a new
-        producer when the old one cannot be trusted; restart when nothing explains it."""
-        self._open = None
-        failures: list[RecordFailed] = []
-        if isinstance(error, RecordFailed):
-            failures = [error]
-        elif isinstance(error, OutputsFailed):
-            failures = error.failures
-        fenced = is_fenced(self.transactor.producer, error)
-        expired = isinstance(error, CallDeadlineExceeded)
-        began = self.transactor.began is not None
-        if expired or fenced:
-            log.error("batch failed", extra=fields(error=describe_error(error)))
-            self.metrics.transactions.labels(outcome="aborted").inc()
-            aborted = False
-        else:
-            # A failure while deciding leaves no transaction open: nothing to abort.
-            aborted = checkpoint.abort(error) if began else True
-        for failure in failures:
-            self.set_aside.add(failure)
-        if fenced:
-            fenced_restart(self.config, self.transactor, error)
-        if not aborted:
-            # Its transaction is in an unknown state: a new producer fences it.
-            self.transactor.abandon(describe_error(error))
-            self._count_restart(
-                "call_deadline" if expired else "batch_failed", error, "producer replaced"
-            )
-            self.recovery.rewind(list(self.states) + sorted(self.recovery.pending))
-            return
-        self.recovery.rewind(checkpoint.partitions)
-        if polled is not None:  # the poll's records of partitions not decided: read again
-            consumer = checkpoint.consumer
-            for tp, partition_records in polled.items():
-                if tp.partition not in checkpoint.partitions:
-                    consumer.seek(tp, partition_records[0].offset)
-        if failures or self.outage.since is not None:
-            return  # progress (records set aside) or an outage: no reason to start over
-        self._failed_in_a_row += 1
-        if self._failed_in_a_row >= FAILURES_BEFORE_RESTART:
-            self._failed_in_a_row = 0
-            raise InstanceRestart(f"batch failed: {describe_error(error)}") from error
 
     def caught_up(self) -> bool:
         """All assigned input partitions committed up to the highwater seen on a fetch."""
