@@ -286,18 +286,23 @@ class PartitionState:
             self.retired_changed.add(event.charge_id)
         out: list[Publication] = []
         for visit_key in changed:
-            self._indexed(visit_key)
-            visit = self.visits[visit_key]
             flags = (EXPIRED_FLAG,) if expired and visit_key == key else ()
-            out += visit.publish_changes(packs.for_date(visit_key.date_of_service), source, flags)
-            self.visits.changed(visit_key)
-            self.dirty.add(visit_key)
-            self.origins.setdefault(visit_key, []).append(
-                (source.topic, source.partition, source.offset)
-            )
+            out += self._publish(visit_key, packs, source, flags)
         self._note_held(out)
         if expired:
             self.expire_if_due(key)
+        return out
+
+    def _publish(
+        self, key: VisitKey, packs: PackSet, source: DecisionSource, flags: tuple[str, ...]
+    ) -> list[Publication]:
+        """Decide a changed visit again; it is to be written to the changelog."""
+        self._indexed(key)
+        visit = self.visits[key]
+        out = visit.publish_changes(packs.for_date(key.date_of_service), source, flags)
+        self.visits.changed(key)
+        self.dirty.add(key)
+        self.origins.setdefault(key, []).append((source.topic, source.partition, source.offset))
         return out
 
     def _note_held(self, publications: list[Publication]) -> None:
