@@ -35,6 +35,23 @@ class PassthroughResult:
         return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+def passthrough_beside(
+    bootstrap_servers: str, input_topic: str, name: str, partitions: int, expected: int
+) -> PassthroughResult:
+    """The passthrough of `input_topic` into a new topic `name`.passthrough, as the ceiling
+    a benchmark measures the worker against (its group and transactional id from `name`)."""
+    copy_topic = f"{name}.passthrough"
+    create_topics(bootstrap_servers, [TopicSpec(copy_topic, partitions)])
+    return run_passthrough(
+        bootstrap_servers,
+        input_topic,
+        copy_topic,
+        expected,
+        group_id=copy_topic,
+        transactional_id=f"{copy_topic}.tx",
+    )
+
+
 def run_passthrough(
     bootstrap_servers: str,
     in_topic: str,

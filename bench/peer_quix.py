@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.common import bench_broker
-from bench.passthrough import run_passthrough
+from bench.passthrough import passthrough_beside
 from bench.stream_throughput import _configs, _events, _run_worker
 from worker.cli.cluster import produce_events
 from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
@@ -56,16 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(config)
         events = _events(args.events, args.seed)
         produce_events(config, events)
-        copy_topic, quix_topic = f"bench.{run}.passthrough", f"bench.{run}.quix"
-        create_topics(bootstrap, [TopicSpec(t, args.partitions) for t in (copy_topic, quix_topic)])
-        passthrough = run_passthrough(
-            bootstrap,
-            config.input_topic,
-            copy_topic,
-            len(events),
-            group_id=f"bench.{run}.passthrough",
-            transactional_id=f"bench.{run}.passthrough.tx",
-            commit_interval_ms=config.commit_interval_ms,
+        quix_topic = f"bench.{run}.quix"
+        create_topics(bootstrap, [TopicSpec(quix_topic, args.partitions)])
+        passthrough = passthrough_beside(
+            bootstrap, config.input_topic, f"bench.{run}", args.partitions, len(events)
         )
         worker = _run_worker(config, len(events))
         peer = [args.peer_python, str(ROOT / "bench" / "quix_app.py"), "--bootstrap", bootstrap,

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import bench_broker
-from bench.passthrough import run_passthrough
+from bench.passthrough import passthrough_beside
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
@@ -53,16 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         produce_events(config, events)
         produced_s = time.monotonic() - began
         print(f"produced {len(events)} events in {produced_s:.1f} s", file=sys.stderr, flush=True)
-        copy_topic = f"bench.{run}.passthrough"
-        create_topics(bootstrap, [TopicSpec(copy_topic, args.partitions)])
-        passthrough = run_passthrough(
-            bootstrap,
-            config.input_topic,
-            copy_topic,
-            len(events),
-            group_id=f"bench.{run}.passthrough",
-            transactional_id=f"bench.{run}.passthrough.tx",
-            commit_interval_ms=config.commit_interval_ms,
+        passthrough = passthrough_beside(
+            bootstrap, config.input_topic, f"bench.{run}", args.partitions, len(events)
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "decisions.jsonl"

@@ -46,11 +46,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from bench.common import bench_broker
-from bench.passthrough import PassthroughResult, run_passthrough
+from bench.passthrough import PassthroughResult, passthrough_beside
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
 from worker.config import Guarantee, WorkerConfig
-from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
+from worker.kafka.admin import ensure_topics
 from worker.kafka.reading import read_to_end
 from worker.offline.sample import generate_events
 from worker.runtime.worker import Worker
@@ -321,16 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
         pairs: list[tuple[PassthroughResult, WorkerRun]] = []
         for number, config in enumerate(rounds, start=1):
-            copy_topic = f"{config.app_id}.passthrough"
-            create_topics(bootstrap, [TopicSpec(copy_topic, args.partitions)])
-            passthrough = run_passthrough(
-                bootstrap,
-                config.input_topic,
-                copy_topic,
-                len(events),
-                group_id=f"{config.app_id}.passthrough",
-                transactional_id=f"{config.app_id}.passthrough.tx",
-                commit_interval_ms=config.commit_interval_ms,
+            passthrough = passthrough_beside(
+                bootstrap, config.input_topic, config.app_id, args.partitions, len(events)
             )
             last = number == len(rounds)
             eos = _run_worker(config, len(events), keep_running=last)
