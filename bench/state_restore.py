@@ -3,6 +3,7 @@
 1. A generated workload (`--visits` visits, about 2.85 events each) goes through the live
    processing path (as bench.hot_path), and the last changelog value of each visit is kept:
    what a compacted changelog holds.
+   tracemalloc measures what deciding leaves in memory per visit (states, hot visits, caches).
 2. In memory, one core: each visit restored into fresh partition states from its binary value,
    then from the same visit written as charge-capture 0.1's JSON: µs per visit and the ratio;
    tracemalloc measures what the restored states hold per visit. (This version reads 0.1's
@@ -54,9 +55,13 @@ INPUT = "charges.captured"
 def _changelog(visits: int) -> tuple[Values, dict[int, PartitionState]]:
     """The compacted changelog of a generated workload, and the states that wrote it."""
     records = _records(math.ceil(visits * 2.85), 1, Codec())
+    packs = load_packs()
+    gc.collect()
+    tracemalloc.start()  # what deciding leaves in memory: states, caches, hot visits
+    before = tracemalloc.get_traced_memory()[0]
     states = {n: new_state(WorkerConfig(), n, PARTITIONS) for n in range(PARTITIONS)}
     processor = Processor(
-        load_packs(),
+        packs,
         Codec(),
         states,
         partitioner="murmur2",
@@ -74,6 +79,13 @@ def _changelog(visits: int) -> tuple[Values, dict[int, PartitionState]]:
             for write in state.take_writes():
                 if write.key[:1] != b"\x00" and write.value is not None:
                     values[number][write.key] = write.value
+    del batch, records
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    held = sum(len(s.visits) for s in states.values())
+    print(f"memory while deciding (tracemalloc, {held} visits, {PARTITIONS} partitions with")
+    print(f"  their hot visits and the processing caches): {used / held:,.0f} B per visit")
     return values, states
 
 
