@@ -71,18 +71,26 @@ def _cut(cluster: ProxiedBroker, worker: WorkerProcess, seconds: float) -> dict[
     port = worker.http_port
     cluster.proxy.cut()
     cut_at = time.monotonic()
-    late = []  # /readyz answers past the grace period that were not 503
-    committed_before = None
-    while (elapsed := time.monotonic() - cut_at) < seconds:
+    late: list[tuple[float, object]] = []  # /readyz past the grace period not 503, ...
+    seen: dict[str, float] = {}
+
+    def cut_over() -> bool:
+        """One look at the worker during the cut; True once the cut has lasted `seconds`."""
+        elapsed = time.monotonic() - cut_at
+        if elapsed >= seconds:
+            return True
         assert worker.alive, f"the worker exited during the cut:\n{worker.log_tail()}"
         code = readyz(port)
         if elapsed > GRACE_S + 1.5 and code != 503:
             late.append((round(elapsed, 1), code))
         if readyz(port, "/healthz") != 200:  # alive: its loop runs, only the broker is gone
             late.append((round(elapsed, 1), "healthz"))
-        if committed_before is None and elapsed > GRACE_S:  # a commit in flight has failed
-            committed_before = _committed(worker)
-        time.sleep(0.25)
+        if "committed" not in seen and elapsed > GRACE_S:  # a commit in flight has failed
+            seen["committed"] = _committed(worker)
+        return False
+
+    wait_until(cut_over, seconds + 30, 0.25, "the cut did not end")
+    committed_before = seen.get("committed")
     assert not late, f"/readyz not 503 (or /healthz not 200) during the cut: {late}"
     cluster.proxy.restore()
     back_at = time.monotonic()
