@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.common import bench_broker
 from bench.passthrough import passthrough_beside
-from bench.stream_throughput import _configs, _events, _run_worker
+from bench.stream_throughput import generated_events, run_worker, worker_configs
 from worker.cli.cluster import produce_events
 from worker.kafka.admin import TopicSpec, create_topics, ensure_topics
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex[:8]
     with bench_broker() as (bootstrap, kind):
         print(f"broker: {kind}", file=sys.stderr, flush=True)
-        (config,), _ = _configs(run, 1, args.partitions)
+        (config,), _ = worker_configs(run, 1, args.partitions)
         config = replace(config, bootstrap_servers=bootstrap)
         # Quix Streams derives its changelog topic's retention from the input's `retention.ms`,
         # which Tansu describes only when the topic was created with it.
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap, [TopicSpec(config.input_topic, args.partitions, {"retention.ms": week})]
         )
         ensure_topics(config)
-        events = _events(args.events, args.seed)
+        events = generated_events(args.events, args.seed)
         produce_events(config, events)
         quix_topic = f"bench.{run}.quix"
         create_topics(bootstrap, [TopicSpec(quix_topic, args.partitions)])
         passthrough = passthrough_beside(
             bootstrap, config.input_topic, f"bench.{run}", args.partitions, len(events)
         )
-        worker = _run_worker(config, len(events))
+        worker = run_worker(config, len(events))
         peer = [args.peer_python, str(ROOT / "bench" / "quix_app.py"), "--bootstrap", bootstrap,
                 "--input", config.input_topic, "--output", quix_topic,
                 "--records", str(len(events)), "--group", f"bench.{run}.quix"]  # fmt: skip

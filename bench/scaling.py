@@ -27,7 +27,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from bench.common import bench_broker
-from bench.stream_throughput import _configs, _events
+from bench.stream_throughput import generated_events, worker_configs
 from worker.cli.cluster import produce_events
 from worker.config import WorkerConfig
 from worker.kafka.admin import ensure_topics
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex[:8]
     with bench_broker() as (bootstrap, kind), tempfile.TemporaryDirectory() as tmp:
         print(f"broker: {kind}", file=sys.stderr, flush=True)
-        (one, many), _ = _configs(run, 2, args.partitions)
+        (one, many), _ = worker_configs(run, 2, args.partitions)
         one, many = (replace(c, bootstrap_servers=bootstrap) for c in (one, many))
         ensure_topics(one)
-        events = _events(args.events, args.seed)
+        events = generated_events(args.events, args.seed)
         produce_events(one, events)
         single, single_join = _run(one, 1, len(events), Path(tmp))
         print(f"1 process: {single:,.0f} events/s", file=sys.stderr, flush=True)

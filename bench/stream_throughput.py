@@ -128,10 +128,10 @@ def _paced(
     config: WorkerConfig, count: int, seed: int, day: dt.date, rate: float, out: Any
 ) -> None:
     """In its own process: `count` fresh events of `day` at `rate` events/s."""
-    out.put(_paced_produce(config, _events(count, seed, day), rate))
+    out.put(_paced_produce(config, generated_events(count, seed, day), rate))
 
 
-def _events(count: int, seed: int, day: dt.date | None = None) -> list[ChargeEvent]:
+def generated_events(count: int, seed: int, day: dt.date | None = None) -> list[ChargeEvent]:
     visits = math.ceil(count / EVENTS_PER_VISIT) + 10
     raw = generate_events(visits, seed) if day is None else generate_events(visits, seed, day=day)
     assert len(raw) >= count, f"generated {len(raw)} < {count}"
@@ -229,7 +229,7 @@ class WorkerRun:
     stop: threading.Event
 
 
-def _run_worker(config: WorkerConfig, events: int, *, keep_running: bool = False) -> WorkerRun:
+def run_worker(config: WorkerConfig, events: int, *, keep_running: bool = False) -> WorkerRun:
     """The worker of `config` decides the input from the beginning until caught up."""
     ensure_topics(config)
     worker = TimedWorker(config)
@@ -256,7 +256,9 @@ def _run_worker(config: WorkerConfig, events: int, *, keep_running: bool = False
     )
 
 
-def _configs(run: str, rounds: int, partitions: int) -> tuple[list[WorkerConfig], WorkerConfig]:
+def worker_configs(
+    run: str, rounds: int, partitions: int
+) -> tuple[list[WorkerConfig], WorkerConfig]:
     """One exactly-once config per round and one at-least-once config: the same input topic,
     each with its own group, state and outputs."""
 
@@ -306,13 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex[:8]
     with bench_broker() as (bootstrap, broker_kind):
         note(f"broker: {broker_kind}")
-        rounds, alo = _configs(run, args.rounds, args.partitions)
+        rounds, alo = worker_configs(run, args.rounds, args.partitions)
         rounds = [replace(c, bootstrap_servers=bootstrap) for c in rounds]
         alo = replace(alo, bootstrap_servers=bootstrap)
         input_config = rounds[0]
         ensure_topics(input_config)
         began = time.monotonic()
-        events = _events(args.events, args.seed)
+        events = generated_events(args.events, args.seed)
         note(f"generated {len(events)} events in {time.monotonic() - began:.1f} s")
         began = time.monotonic()
         produce_events(input_config, events)
@@ -325,14 +327,14 @@ def main(argv: list[str] | None = None) -> int:
                 bootstrap, config.input_topic, config.app_id, args.partitions, len(events)
             )
             last = number == len(rounds)
-            eos = _run_worker(config, len(events), keep_running=last)
+            eos = run_worker(config, len(events), keep_running=last)
             note(
                 f"round {number}: passthrough {passthrough.events_per_s:,.0f} events/s, "
                 f"worker {eos.rate:,.0f} events/s ({eos.rate / passthrough.events_per_s:.2f})"
             )
             pairs.append((passthrough, eos))
             if number == 1:  # before the latency phase adds to the input
-                at_least_once = _run_worker(alo, len(events))
+                at_least_once = run_worker(alo, len(events))
                 note(f"at-least-once worker: {at_least_once.rate:,.0f} events/s")
         live = pairs[-1][1]
         try:
@@ -351,7 +353,6 @@ class Latency:
     achieved: float  # events/s of the paced load
     stamped: list[float]
     visible: list[float]
-    decisions: int
 
 
 def _latency_phase(
@@ -390,7 +391,7 @@ def _latency_phase(
         done.set()
         tail.join(timeout=30)
     stamped, visible = _latencies(config, seen, first_offsets)
-    return Latency(rate_achieved, stamped, visible, len(seen))
+    return Latency(rate_achieved, stamped, visible)
 
 
 def _report(

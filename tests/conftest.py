@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.brokers import BrokerInfo, open_test_broker
+from tests.registry_helpers import ID_BASE
+from tests.schema_registry_server import SchemaRegistryServer
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,11 @@ def _skip_apache_kafka_only(request: pytest.FixtureRequest) -> None:
             f"{info.bootstrap_servers} (Tansu) does not filter aborted transactions "
             "— run against Apache Kafka (KAFKA_BOOTSTRAP_SERVERS or a Docker engine)"
         )
+
+
+@pytest.fixture
+def server() -> Iterator[SchemaRegistryServer]:
+    """A Schema Registry (the test server of the documented API), ids from 100001 as a real
+    registry's. tests/test_metrics_http.py has its own `server`: the worker's HTTP port."""
+    with SchemaRegistryServer(id_base=ID_BASE) as running:
+        yield running

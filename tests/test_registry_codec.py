@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -39,13 +38,6 @@ from worker.errors import (
 )
 from worker.serde.codec import Codec
 from worker.serde.framing import DEAD_LETTER, DECISION, EVENT, SchemaRefused
-
-
-@pytest.fixture
-def server() -> Iterator[SchemaRegistryServer]:
-    with SchemaRegistryServer(id_base=ID_BASE) as running:
-        yield running
-
 
 # --- reading -------------------------------------------------------------------------------
 

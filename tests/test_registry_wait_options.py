@@ -4,7 +4,6 @@ of the command line and codec_for; no Kafka broker."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ from worker.observability.health import Health
 from worker.processing.schema_wait import READINESS_REASON, SchemaWait
 from worker.serde.framing import DECISION
 from worker.serde.registry_source import codec_for
-
-
-@pytest.fixture
-def server() -> Iterator[SchemaRegistryServer]:
-    with SchemaRegistryServer(id_base=ID_BASE) as running:
-        yield running
 
 
 def test_codec_for_reads_the_config_and_the_password_from_the_environment(

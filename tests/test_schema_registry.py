@@ -24,6 +24,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from rules.model import ChargeEvent
+from tests.registry_helpers import ID_BASE, as_avro, evolved
 from tests.schema_registry_server import SchemaRegistryServer, Stored
 from worker.offline.sample import generate_events
 from worker.serde.schema_registry import (
@@ -45,29 +46,12 @@ EVENT: dict[str, Any] = json.loads(EVENT_TEXT)
 DECISION: dict[str, Any] = json.loads((SCHEMAS / "charge_decision.avsc").read_text())
 DEAD_LETTER: dict[str, Any] = json.loads((SCHEMAS / "dead_letter.avsc").read_text())
 INPUT = "charges.captured-value"
-ID_BASE = 100001
-
-
-def evolved_event() -> dict[str, Any]:
-    """Ours plus one optional field, as a newer producer would write."""
-    schema = copy.deepcopy(EVENT)
-    schema["fields"].append({"name": "source_system", "type": ["null", "string"], "default": None})
-    return schema
 
 
 def avro_events(count: int = 5) -> list[dict[str, Any]]:
     """Realistic ChargeEvents as our Avro dicts (what worker/serde.py writes), as decoded."""
     events = generate_events(max(1, count // 2), seed=7)[:count]
-    return [_lists(ChargeEvent.model_validate(e).model_dump()) for e in events]
-
-
-def _lists(value: Any) -> Any:
-    """The model's tuples as the lists Avro decodes to."""
-    if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_lists(v) for v in value]
-    return value
+    return [as_avro(ChargeEvent.model_validate(e).model_dump()) for e in events]
 
 
 def frame_id(value: bytes) -> int:
@@ -91,12 +75,6 @@ def settings_for(server: SchemaRegistryServer, **overrides: Any) -> RegistrySett
         values["user"], values["password"] = server.auth
     values.update(overrides)
     return RegistrySettings(**values)
-
-
-@pytest.fixture
-def server() -> Iterator[SchemaRegistryServer]:
-    with SchemaRegistryServer(id_base=ID_BASE) as running:
-        yield running
 
 
 @pytest.fixture
@@ -130,12 +108,12 @@ def test_confluent_client_registers_looks_up_and_fetches(server: SchemaRegistryS
     assert sorted((v.subject, v.version) for v in versions) == [(INPUT, 1), ("other-value", 1)]
     # compatibility: BACKWARD by default; an added optional field is fine
     assert client.get_compatibility() == "BACKWARD"
-    new = Schema(json.dumps(evolved_event()), "AVRO")
+    new = Schema(json.dumps(evolved()), "AVRO")
     assert client.test_compatibility(INPUT, new) is True
     assert client.register_schema(INPUT, new) == schema_id + 1
     assert client.get_versions(INPUT) == [1, 2]
     # a required field without a default cannot read the old data: refused, 409
-    broken = evolved_event()
+    broken = evolved()
     broken["fields"].append({"name": "batch", "type": "long"})
     assert client.test_compatibility(INPUT, Schema(json.dumps(broken), "AVRO")) is False
     with pytest.raises(SchemaRegistryError) as refused:
@@ -198,7 +176,7 @@ def test_records_of_an_evolved_producer_decode_with_our_reader(
     producer_client = SchemaRegistryClient({"url": server.url})
     # the subject already has our schema (say, the previous producer release)
     producer_client.register_schema(INPUT, Schema(EVENT_TEXT, "AVRO"))
-    serializer = AvroSerializer(producer_client, json.dumps(evolved_event()))
+    serializer = AvroSerializer(producer_client, json.dumps(evolved()))
     records = avro_events(6)
     values = []
     for number, record in enumerate(records):
@@ -249,7 +227,7 @@ def test_a_normalised_writer_schema_still_decodes() -> None:
         SchemaRegistry(settings_for(server)) as registry,
     ):
         serializer = AvroSerializer(
-            SchemaRegistryClient({"url": server.url}), json.dumps(evolved_event())
+            SchemaRegistryClient({"url": server.url}), json.dumps(evolved())
         )
         record = avro_events(1)[0]
         value = serializer({**record, "source_system": "EPIC"}, ctx())
@@ -355,7 +333,7 @@ def test_an_unavailable_registry_is_not_the_records_fault(
 ) -> None:
     client = SchemaRegistryClient({"url": server.url})
     first = client.register_schema(INPUT, Schema(EVENT_TEXT, "AVRO"))
-    second = client.register_schema("other-value", Schema(json.dumps(evolved_event()), "AVRO"))
+    second = client.register_schema("other-value", Schema(json.dumps(evolved()), "AVRO"))
     # production settings, but for the hang a shorter timeout (the default 5 s gives ~10 s)
     settings = settings_for(server, timeout_s=0.5) if mode == "hang" else settings_for(server)
     with SchemaRegistry(settings) as registry:
@@ -505,10 +483,10 @@ def test_check_reader(
     assert "nothing to check" in caplog.text
     client = SchemaRegistryClient({"url": server.url})
     client.set_compatibility(INPUT, "NONE")  # let producers register anything
-    client.register_schema(INPUT, Schema(json.dumps(evolved_event())))
+    client.register_schema(INPUT, Schema(json.dumps(evolved())))
     assert registry.check_reader(INPUT, EVENT) == []
     # an extra required field in the writer is readable: we skip it
-    extra = evolved_event()
+    extra = evolved()
     extra["fields"].append({"name": "batch", "type": "long"})
     client.register_schema(INPUT, Schema(json.dumps(extra)))
     assert registry.check_reader(INPUT, EVENT) == []

@@ -8,7 +8,6 @@ import json
 import os
 import struct
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,6 @@ from worker.processing.table import latest_decisions
 from worker.serde.registry_source import codec_for
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def server() -> Iterator[SchemaRegistryServer]:
-    with SchemaRegistryServer(id_base=100001) as running:
-        yield running
 
 
 def run_until_exit(config: WorkerConfig, *flags: str) -> tuple[int, list[dict[str, Any]], str]:

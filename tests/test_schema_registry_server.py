@@ -6,7 +6,6 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,12 +18,6 @@ WITH_C = {
     **RECORD,
     "fields": [*RECORD["fields"], {"name": "c", "type": ["null", "string"], "default": None}],
 }
-
-
-@pytest.fixture
-def server() -> Iterator[SchemaRegistryServer]:
-    with SchemaRegistryServer(id_base=100001) as running:
-        yield running
 
 
 def call(

@@ -13,7 +13,6 @@ import struct
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,6 @@ from worker.serde.registry_source import codec_for
 
 pytestmark = pytest.mark.broker
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-
-
-@pytest.fixture
-def server() -> Iterator[SchemaRegistryServer]:
-    with SchemaRegistryServer(id_base=100001) as running:
-        yield running
 
 
 def registry_config(
