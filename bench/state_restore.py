@@ -137,7 +137,7 @@ def _in_memory(values: Values, writers: dict[int, PartitionState]) -> None:
     visits = sum(len(s.visits) for s in states.values())
     print(f"{count} visits (last changelog value of each), one core:")
     print(f"  {'':<26}{'bytes/visit':>12}{'restore µs/visit':>18}")
-    print(f"  {'binary (format 1)':<26}{binary_b:>12.0f}{1e6 * binary_s / count:>18.1f}")
+    print(f"  {'binary (format 2)':<26}{binary_b:>12.0f}{1e6 * binary_s / count:>18.1f}")
     print(f"  {'JSON (charge-capture 0.1)':<26}{json_b:>12.0f}{1e6 * json_s / count:>18.1f}")
     print(f"  restore: binary {json_s / binary_s:.1f}x faster than this version reading JSON")
     print(f"  memory after restore (tracemalloc): {held / visits:,.0f} B per visit ({visits})")

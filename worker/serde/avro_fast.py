@@ -66,6 +66,14 @@ def read_long(data: bytes, i: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), i
 
 
+def read_small(data: bytes, i: int) -> tuple[int, int]:
+    """`read_long`, one byte inline: lengths, branches and enums are one byte in practice."""
+    c = data[i]
+    if c < 0x80:
+        return (c >> 1) ^ -(c & 1), i + 1
+    return read_long(data, i)
+
+
 class _Source:
     """Generated source: lines with indentation, fresh variable names."""
 

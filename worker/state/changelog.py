@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel
 
@@ -42,9 +43,14 @@ def visit_key_bytes(key: VisitKey) -> bytes:
     return f"{key.patient_id}\x1f{key.date_of_service.isoformat()}".encode()
 
 
+# A partition holds many visits of each date of service: its keys share one date object each
+# (32 bytes a visit, at rest).
+_day = lru_cache(maxsize=4096)(dt.date.fromisoformat)
+
+
 def visit_key_from_bytes(raw: bytes) -> VisitKey:
     patient, day = raw.decode().split("\x1f")
-    return VisitKey(patient, dt.date.fromisoformat(day))
+    return VisitKey(patient, _day(day))
 
 
 class RetiredRecord(BaseModel):

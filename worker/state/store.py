@@ -40,8 +40,9 @@ from worker.state.changelog import (
     visit_key_bytes,
     visit_key_from_bytes,
 )
+from worker.state.lines import LineRecord
 from worker.state.retired import Retired
-from worker.state.visit_format import LineRecord, VisitCodec, default_visit_codec
+from worker.state.visit_format import VisitCodec, default_visit_codec
 from worker.state.visits import VisitStore
 
 HOT_VISITS = 1024  # decoded visits kept per partition (--hot-visits)

@@ -1,253 +1,273 @@
 """A visit's changelog value, which is also how the state store holds a visit at rest.
 
-    format byte (1) | varint: schema id of the embedded charge events | Avro VisitState
+    format byte (2) | varint: schema id of the embedded charge events | Avro VisitState
 
-VisitState is two arrays. `lines` comes first and is small: per charge its id, the identity of
-its winning event (event_id, occurred_at) and the last decision it published. It is all that
-restoring, expiring or indexing a visit needs, so those read it alone (`read_lines`) and never
-decode a charge. `charges` holds each winning ChargeEvent in full, in the charge_event schema
-whose id the prefix names; they are decoded only when the visit is decided again. Charges are
-written from their Avro bodies when those are known (an input event's own bytes), so an
-unchanged line is copied, not encoded again.
+VisitState is one array, a `VisitLine` per charge in charge id order: the last decision the
+charge published (or null), then its winning ChargeEvent as Avro `bytes`, written in the schema
+whose id the prefix names. Each charge event is copied from the bytes it arrived in when those
+are known, so an unchanged line is copied, not encoded again.
 
-Values that start with `{` are the JSON visits of charge-capture 0.1 (charges, seen event ids,
-published): they are read, so a changelog written by it restores, and written again in this
-format the next time the visit changes.
+Restoring, expiring and indexing a visit need per charge only its id, its winning event
+(event_id, occurred_at) and its publication. The first fields of a ChargeEvent are event_id,
+event_type, occurred_at and charge_id, and each event's length is written before it, so those
+read the head of each event and skip the rest (`read_lines`, `held_index`): no charge is
+decoded until the visit is decided again. A charge event schema laid out otherwise is read in
+full instead.
+
+Values of earlier versions (0.1's JSON, format 1) are read by worker.state.visit_format_old.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 from collections.abc import Callable
 from typing import Any
 
 import fastavro
-import msgspec
 
-from rules.charge import Charge, charge_from_avro, charge_from_dict, interned
+from rules.charge import Charge, charge_from_avro, interned
 from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
-from worker.serde.avro_fast import EPOCH, compile_reader, compile_writer, read_long, varint
+from worker.serde.avro_fast import (
+    EPOCH,
+    compile_reader,
+    compile_writer,
+    read_long,
+    read_small,
+    varint,
+)
 from worker.serde.framing import EVENT, LocalRegistry
-from worker.serde.records import STRUCTS
+from worker.state.lines import (
+    NAMESPACE,
+    TYPES,
+    LineRecord,
+    PublishedRecord,
+    lines_of,
+    published_schema,
+)
+from worker.state.visit_format_old import FORMAT_1, Format1, decode_json
 
-VISIT_FORMAT = 1  # the first byte of a visit's changelog value
-NAMESPACE = "chargecapture.v1.state"
+VISIT_FORMAT = 2  # the first byte of a visit's changelog value
+Bodies = Callable[[Charge], bytes]  # a charge's Avro body (remembered, or encoded)
+# The fields a value's charge event must start with for its head to be read alone.
+HEAD = ("event_id", "event_type", "occurred_at", "charge_id")
 
-
-class PublishedRecord(msgspec.Struct, frozen=True, gc=False):
-    version: int
-    status: DecisionStatus
-    ledger: Ledger
-    fingerprint: int
-
-
-class LineRecord(msgspec.Struct, frozen=True, gc=False):
-    """One charge of a visit, without its content."""
-
-    charge_id: str
-    event_id: str  # of its winning event
-    occurred_at: dt.datetime  # of its winning event
-    published: PublishedRecord | None
-
-    def as_published(self) -> Published | None:
-        p = self.published
-        return None if p is None else Published(p.version, p.status, p.ledger, p.fingerprint)
+_STATUSES = tuple(DecisionStatus)  # Avro enum order of Published.status
+_LEDGERS = tuple(Ledger)
+_HELD = _STATUSES.index(DecisionStatus.HELD)
+_STATUS_BYTES = {s: varint(n) for n, s in enumerate(_STATUSES)}
+_LEDGER_BYTES = {x: varint(n) for n, x in enumerate(_LEDGERS)}
 
 
-class _Lines(msgspec.Struct, frozen=True, gc=False):
-    lines: tuple[LineRecord, ...]
-
-
-def _lines_schema() -> dict[str, Any]:
-    published = {
-        "type": "record",
-        "name": "Published",
-        "fields": [
-            {"name": "version", "type": "int"},
-            {
-                "name": "status",
-                "type": {
-                    "type": "enum",
-                    "name": "DecisionStatus",
-                    "symbols": [s.value for s in DecisionStatus],
-                },
-            },
-            {
-                "name": "ledger",
-                "type": {"type": "enum", "name": "Ledger", "symbols": [x.name for x in Ledger]},
-            },
-            {"name": "fingerprint", "type": "long"},
-        ],
-    }
+def visit_state_schema() -> dict[str, Any]:
+    """The Avro schema of a value after its prefix (the charges are `bytes` in their own)."""
     line = {
         "type": "record",
-        "name": "Line",
+        "name": "VisitLine",
         "fields": [
-            {"name": "charge_id", "type": "string"},
-            {"name": "event_id", "type": "string"},
-            {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-            {"name": "published", "type": ["null", published]},
+            {"name": "published", "type": ["null", published_schema()]},
+            {"name": "charge", "type": "bytes"},
         ],
     }
-    return {"name": "lines", "type": {"type": "array", "items": line}}
-
-
-def visit_state_schema(charge_schema: dict[str, Any]) -> dict[str, Any]:
-    """The whole VisitState record, embedding the charge event schema it was written with."""
     return {
         "type": "record",
         "name": "VisitState",
         "namespace": NAMESPACE,
-        "fields": [
-            _lines_schema(),
-            {"name": "charges", "type": {"type": "array", "items": charge_schema}},
-        ],
+        "fields": [{"name": "lines", "type": {"type": "array", "items": line}}],
     }
 
 
-_TYPES = {
-    **STRUCTS,
-    f"{NAMESPACE}.VisitLines": _Lines,
-    f"{NAMESPACE}.Line": LineRecord,
-    f"{NAMESPACE}.Published": PublishedRecord,
-    f"{NAMESPACE}.DecisionStatus": DecisionStatus,
-    f"{NAMESPACE}.Ledger": Ledger,
-}
-Bodies = Callable[[Charge], bytes]  # a charge's Avro body (remembered, or encoded)
+def _has_head(document: dict[str, Any]) -> bool:
+    fields = document.get("fields", [])[: len(HEAD)]
+    if tuple(f.get("name") for f in fields) != HEAD:
+        return False
+    kinds = [f["type"] if isinstance(f["type"], str) else f["type"].get("type") for f in fields]
+    # The skim reads event_type's index as one byte: at most 64 symbols.
+    return kinds == ["string", "enum", "long", "string"] and len(fields[1]["type"]["symbols"]) <= 64
 
 
 class VisitCodec:
     """Visits to and from their changelog values (generated code for our current charge
-    schema; fastavro for a value written under another)."""
+    schema; fastavro for a charge written under another)."""
 
     def __init__(self, registry: LocalRegistry | None = None) -> None:
         self.registry = registry or LocalRegistry()
         current = self.registry.current[EVENT]
         self._charge_id = current.schema_id
         self._prefix = bytes([VISIT_FORMAT]) + varint(current.schema_id)
-        lines: dict[str, Any] = {"type": "record", "name": "VisitLines", "namespace": NAMESPACE}
-        lines["fields"] = [_lines_schema()]
-        self._write_lines = compile_writer(lines, _TYPES)
-        self._read_lines = compile_reader(lines, _TYPES)
-        self._read_charge = compile_reader(current.document, _TYPES)
-        self._write_charge = compile_writer(current.document, _TYPES)
+        self._read_charge = compile_reader(current.document, TYPES)
+        self._write_charge = compile_writer(current.document, TYPES)
+        self._heads: dict[int, bool] = {}  # by schema id: its events' heads read alone
+        self._format1 = Format1(self.registry)
 
     def encode_charge(self, charge: Charge) -> bytes:
         return bytes(self._write_charge(charge, bytearray()))
 
     def encode(self, visit: Visit, body: Bodies | None = None) -> bytes:
         """`visit`'s value; `body` gives a charge's Avro body when one is at hand."""
-        ids = sorted(visit.charges)  # the same visit always writes the same bytes
-        charges = [visit.charges[cid] for cid in ids]
-        out = self._write_lines(_Lines(lines=lines_of(visit)), bytearray(self._prefix))
+        charges, published = visit.charges, visit.published
+        out = bytearray(self._prefix)
         if charges:
             out += varint(len(charges))
-            for charge in charges:
-                out += body(charge) if body is not None else self.encode_charge(charge)
-        out += b"\x00"
+            for cid in sorted(charges):  # the same visit always writes the same bytes
+                p = published.get(cid)
+                if p is None:
+                    out.append(0)
+                else:
+                    out.append(2)
+                    out += varint(p.version)
+                    out += _STATUS_BYTES[p.status]
+                    out += _LEDGER_BYTES[p.ledger]
+                    out += varint(p.fingerprint)
+                charge = charges[cid]
+                event = body(charge) if body is not None else self.encode_charge(charge)
+                out += varint(len(event))
+                out += event
+        out.append(0)
         return bytes(out)
-
-    def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
-        """The `lines` of a value (ValueError when it does not read)."""
-        if raw[:1] == b"{":
-            return lines_of(_legacy(VisitKey("", dt.date.min), raw))
-        start = self._charges_schema(raw)
-        try:
-            record, _ = self._read_lines(raw, start)
-        except (IndexError, UnicodeDecodeError, OverflowError) as error:
-            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
-        lines: tuple[LineRecord, ...] = record.lines
-        return lines
-
-    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
-        """Per line its charge id and, when its last decision is HELD, its winning event's
-        time: all a restore needs. Reads the lines without building them (a restore is one
-        pass over a partition's visits); ValueError when they do not read."""
-        if raw[:1] == b"{":
-            return [(x.charge_id, _held_at(x)) for x in self.read_lines(raw)]
-        try:
-            return _skim_lines(raw, self._charges_schema(raw))
-        except (IndexError, UnicodeDecodeError) as error:
-            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
 
     def decode(
         self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
     ) -> Visit:
         """The whole visit; `remember(charge, body)` is told each charge's Avro body."""
         if raw[:1] == b"{":
-            return _legacy(key, raw)
-        schema_id, start = read_long(raw, 1) if raw[:1] == bytes([VISIT_FORMAT]) else (-1, 0)
-        if schema_id != self._charge_id:
-            return self._resolved(key, raw)
-        record, i = self._read_lines(raw, start)
-        count, i = read_long(raw, i)
+            return decode_json(key, raw)
+        if raw[:1] == bytes([FORMAT_1]):
+            return self._format1.decode(key, raw)
+        schema_id, i = self._header(raw)
+        current = schema_id == self._charge_id
         charges: dict[str, Charge] = {}
-        while count:
-            if count < 0:  # a block with its byte size: not needed to read it
-                count = -count
-                _, i = read_long(raw, i)
-            for _ in range(count):
-                charge, end = self._read_charge(raw, i)
+        published: dict[str, Published] = {}
+        for p, start, end in _lines(raw, i):
+            if current:
+                charge, stop = self._read_charge(raw, start)
+                if stop != end:
+                    raise ValueError("a charge event ends before or after its length")
                 charge = interned(charge)
                 if remember is not None:
-                    remember(charge, raw[i:end])
-                charges[charge.charge_id] = charge
-                i = end
-            count, i = read_long(raw, i)
-        if i != len(raw):
-            raise ValueError("the visit record ends before or after the value does")
-        published = {
-            line.charge_id: p for line in record.lines if (p := line.as_published()) is not None
-        }
+                    remember(charge, raw[start:end])
+            else:
+                charge = self._resolved(schema_id, raw[start:end])
+            charges[charge.charge_id] = charge
+            if p is not None:
+                published[charge.charge_id] = _published(p)
         return Visit(key, charges, published)
 
-    def _charges_schema(self, raw: bytes) -> int:
+    def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
+        """The lines of a value: no charge decoded in full (ValueError when they do not read)."""
+        if raw[:1] == b"{":
+            return lines_of(decode_json(VisitKey("", dt.date.min), raw))
+        if raw[:1] == bytes([FORMAT_1]):
+            return self._format1.read_lines(raw)
+        schema_id, i = self._header(raw)
+        out = []
+        try:
+            for p, start, end in _lines(raw, i):
+                event_id, millis, charge_id = self._head(schema_id, raw, start, end)
+                record = None if p is None else PublishedRecord.of(_published(p))
+                at = EPOCH + dt.timedelta(milliseconds=millis)
+                out.append(LineRecord(charge_id, event_id, at, record))
+        except (IndexError, UnicodeDecodeError, OverflowError) as error:
+            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+        return tuple(out)
+
+    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
+        """Per line its charge id and, when its last decision is HELD, its winning event's
+        time: all a restore needs (ValueError when the lines do not read)."""
+        if raw[:1] == b"{":
+            return [(x.charge_id, x.held_at) for x in self.read_lines(raw)]
+        if raw[:1] == bytes([FORMAT_1]):
+            return self._format1.held_index(raw)
+        schema_id, i = self._header(raw)
+        try:
+            if self._has_head(schema_id):
+                return _skim(raw, i)
+            return [(x.charge_id, x.held_at) for x in self.read_lines(raw)]
+        except (IndexError, UnicodeDecodeError, OverflowError) as error:
+            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+
+    def _header(self, raw: bytes) -> tuple[int, int]:
         if raw[:1] != bytes([VISIT_FORMAT]):
             raise ValueError(f"unknown visit format {raw[:1]!r}")
         schema_id, start = read_long(raw, 1)
-        if schema_id != self._charge_id and self.registry.by_id.get(schema_id) is None:
-            raise ValueError(f"visit written with unknown charge schema id {schema_id}")
-        return start
+        if schema_id != self._charge_id:
+            writer = self.registry.by_id.get(schema_id)
+            if writer is None or writer.name != EVENT:
+                raise ValueError(f"visit written with unknown charge schema id {schema_id}")
+        return schema_id, start
 
-    def _resolved(self, key: VisitKey, raw: bytes) -> Visit:
-        """A visit written under an older charge schema, resolved to ours by fastavro."""
-        start = self._charges_schema(raw)
-        schema_id, _ = read_long(raw, 1)
+    def _has_head(self, schema_id: int) -> bool:
+        heads = self._heads.get(schema_id)
+        if heads is None:
+            heads = self._heads[schema_id] = _has_head(self.registry.by_id[schema_id].document)
+        return heads
+
+    def _head(self, schema_id: int, raw: bytes, start: int, end: int) -> tuple[str, int, str]:
+        """(event_id, occurred_at in ms, charge_id) of the charge event at raw[start:end]."""
+        if not self._has_head(schema_id):
+            charge = self._resolved(schema_id, raw[start:end])
+            millis = (charge.occurred_at - EPOCH) // dt.timedelta(milliseconds=1)
+            return charge.event_id, millis, charge.charge_id
+        n, i = read_small(raw, start)
+        event_id = raw[i : i + n].decode()
+        _, i = read_small(raw, i + n)  # event_type
+        millis, i = read_long(raw, i)
+        m, i = read_small(raw, i)
+        if n < 0 or m < 0 or i + m > end:
+            raise ValueError("a charge event's head does not read")
+        return event_id, millis, raw[i : i + m].decode()
+
+    def _resolved(self, schema_id: int, body: bytes) -> Charge:
+        """A charge event written under another of our charge schemas, resolved to ours."""
         writer = self.registry.by_id[schema_id]
-        if writer.name != EVENT:
-            raise ValueError(f"visit written with charge schema id {schema_id} of {writer.name}")
-        current = self.registry.current[EVENT]
-        record = fastavro.schemaless_reader(
-            io.BytesIO(raw[start:]),
-            fastavro.parse_schema(visit_state_schema(writer.document)),
-            fastavro.parse_schema(visit_state_schema(current.document)),
-        )
+        reader = self.registry.current[EVENT]
+        record = fastavro.schemaless_reader(io.BytesIO(body), writer.parsed, reader.parsed)
         assert isinstance(record, dict)
-        charges = [charge_from_avro(c) for c in record["charges"]]
-        published = {}
-        for line in record["lines"]:
-            p = line["published"]
-            if p is not None:
-                published[line["charge_id"]] = Published(
-                    p["version"], DecisionStatus(p["status"]), Ledger[p["ledger"]], p["fingerprint"]
-                )
-        return Visit(key, {c.charge_id: c for c in charges}, published)
+        return charge_from_avro(record)
 
 
-_HELD = list(DecisionStatus).index(DecisionStatus.HELD)  # its index in the Avro enum
+# (version, status index, ledger index, fingerprint) of a line's last publication.
+_Raw = tuple[int, int, int, int]
 
 
-def _held_at(line: LineRecord) -> dt.datetime | None:
-    p = line.published
-    return line.occurred_at if p is not None and p.status == DecisionStatus.HELD else None
+def _lines(b: bytes, i: int) -> list[tuple[_Raw | None, int, int]]:
+    """Per line of the VisitState at `i`: its publication, and where its charge event starts
+    and ends. ValueError (or IndexError) when the value does not read to its end."""
+    out: list[tuple[_Raw | None, int, int]] = []
+    count, i = read_long(b, i)
+    while count:
+        if count < 0:  # a block with its byte size: not needed to read it
+            count = -count
+            _, i = read_long(b, i)
+        for _ in range(count):
+            branch, i = read_small(b, i)
+            p: _Raw | None = None
+            if branch == 1:
+                version, i = read_small(b, i)
+                status, i = read_small(b, i)
+                ledger, i = read_small(b, i)
+                fingerprint, i = read_long(b, i)
+                if not (0 <= status < len(_STATUSES) and 0 <= ledger < len(_LEDGERS)):
+                    raise ValueError("an enum index out of range in visit lines")
+                p = (version, status, ledger, fingerprint)
+            elif branch != 0:
+                raise ValueError("bad union branch in visit lines")
+            n, i = read_small(b, i)
+            if n < 0:
+                raise ValueError("negative length in visit lines")
+            out.append((p, i, i + n))
+            i += n
+        count, i = read_long(b, i)
+    if i != len(b):
+        raise ValueError("the visit record ends before or after the value does")
+    return out
 
 
-def _skim_lines(b: bytes, i: int) -> list[tuple[str, dt.datetime | None]]:
-    """`held_index` of the lines array at `i` (the layout of `_lines_schema`). Lengths,
-    branches and enums are one byte in practice: read inline, `read_long` past that."""
+def _skim(b: bytes, i: int) -> list[tuple[str, dt.datetime | None]]:
+    """`held_index` of the VisitState at `i`, its events' heads in the HEAD layout: one pass,
+    lengths and enums read inline, what is not needed (fingerprints, event ids, the times of
+    lines not HELD, the rest of each event) skipped, not decoded."""
     out: list[tuple[str, dt.datetime | None]] = []
     count, i = read_long(b, i)
     while count:
@@ -255,84 +275,45 @@ def _skim_lines(b: bytes, i: int) -> list[tuple[str, dt.datetime | None]]:
             count = -count
             _, i = read_long(b, i)
         for _ in range(count):
-            n, i = _small(b, i)
-            charge_id = b[i : i + n].decode()
-            m, i = _small(b, i + n)
-            if n < 0 or m < 0:
-                raise ValueError("negative length in visit lines")
-            millis, i = read_long(b, i + m)  # after event_id
-            branch, i = _small(b, i)
-            held = None
+            branch, i = read_small(b, i)
+            held = False
             if branch == 1:
-                _, i = _small(b, i)  # version
-                status, i = _small(b, i)
+                _, i = read_small(b, i)  # version
+                status, i = read_small(b, i)
+                held = status == _HELD
                 i += 1  # ledger: an enum of two
-                while b[i] & 0x80:  # fingerprint: skipped, not decoded
+                while b[i] & 0x80:  # fingerprint
                     i += 1
                 i += 1
-                if status == _HELD:
-                    held = EPOCH + dt.timedelta(milliseconds=millis)
             elif branch != 0:
                 raise ValueError("bad union branch in visit lines")
-            out.append((charge_id, held))
+            n, i = read_long(b, i)  # the event's length
+            end = i + n
+            m, i = read_small(b, i)  # event_id: skipped
+            if m < 0:
+                raise ValueError("negative length in a charge event's head")
+            i += m + 1  # event_type: an enum of few symbols, one byte
+            if held:
+                millis, i = read_long(b, i)
+            else:
+                while b[i] & 0x80:
+                    i += 1
+                i += 1
+            m, i = read_small(b, i)
+            if n < 0 or m < 0 or i + m > end:
+                raise ValueError("a charge event's head does not read")
+            at = EPOCH + dt.timedelta(milliseconds=millis) if held else None
+            out.append((b[i : i + m].decode(), at))
+            i = end
         count, i = read_long(b, i)
-    if i > len(b):
-        raise ValueError("visit lines end past the value")
+    if i != len(b):
+        raise ValueError("the visit record ends before or after the value does")
     return out
 
 
-def _small(b: bytes, i: int) -> tuple[int, int]:
-    c = b[i]
-    if c < 0x80:
-        return (c >> 1) ^ -(c & 1), i + 1
-    return read_long(b, i)
-
-
-def lines_of(visit: Visit) -> tuple[LineRecord, ...]:
-    """A visit's lines, by charge id."""
-    charges, published = visit.charges, visit.published
-    return tuple(
-        LineRecord(
-            charge_id=cid,
-            event_id=(c := charges[cid]).event_id,
-            occurred_at=c.occurred_at,
-            published=_record(published.get(cid)),
-        )
-        for cid in sorted(charges)
-    )
-
-
-def _legacy(key: VisitKey, raw: bytes) -> Visit:
-    """A JSON visit of charge-capture 0.1."""
-    try:
-        data = json.loads(raw)
-        charges = [interned(charge_from_dict(c)) for c in data["charges"]]
-        # 0.1's fingerprints were hex digests of another encoding: kept as 64-bit numbers
-        # they match no fingerprint computed now, so each line's next decision is published
-        # as a new version even where it says the same (never a version reused).
-        published = {
-            cid: Published(
-                version,
-                DecisionStatus(status),
-                Ledger(ledger),
-                int.from_bytes(bytes.fromhex(digest)[:8], "big", signed=True),
-            )
-            for cid, (version, status, ledger, digest) in data["published"].items()
-        }
-    except (KeyError, TypeError, ValueError, msgspec.ValidationError) as error:
-        raise ValueError(f"JSON visit does not read: {type(error).__name__}") from error
-    return Visit(key, {c.charge_id: c for c in charges}, published)
-
-
-def _record(published: Published | None) -> PublishedRecord | None:
-    if published is None:
-        return None
-    return PublishedRecord(
-        version=published.version,
-        status=published.status,
-        ledger=published.ledger,
-        fingerprint=published.fingerprint,
-    )
+def _published(p: _Raw) -> Published:
+    version, status, ledger, fingerprint = p
+    return Published(version, _STATUSES[status], _LEDGERS[ledger], fingerprint)
 
 
 _DEFAULT: VisitCodec | None = None

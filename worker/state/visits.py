@@ -22,7 +22,8 @@ from collections.abc import Iterator, MutableMapping
 
 from rules.charge import Charge
 from rules.visit import Visit, VisitKey
-from worker.state.visit_format import LineRecord, VisitCodec, lines_of
+from worker.state.lines import LineRecord, lines_of
+from worker.state.visit_format import VisitCodec
 
 BODY_LIMIT_FACTOR = 2  # Avro bodies remembered, per decoded visit allowed
 

@@ -1,0 +1,172 @@
+"""Visit values of earlier versions, read only: each restores, and the visit is written anew in
+the current format (worker.state.visit_format) the next time it changes.
+
+- JSON (charge-capture 0.1), a value that starts with `{`: charges, seen event ids, published.
+- Format 1: `0x01 | varint charge schema id | Avro VisitState1`, where VisitState1 is `lines`
+  (per charge its id, winning event id and time, last publication) then `charges` (each
+  ChargeEvent in full). It stored each charge id and event id twice; format 2 stores them once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import fastavro
+import msgspec
+
+from rules.charge import Charge, charge_from_avro, charge_from_dict, interned
+from rules.model import DecisionStatus
+from rules.visit import Ledger, Published, Visit, VisitKey
+from worker.serde.avro_fast import EPOCH, compile_reader, read_long, read_small
+from worker.serde.framing import EVENT, LocalRegistry, RegisteredSchema
+from worker.state.lines import NAMESPACE, TYPES, LineRecord, published_schema
+
+FORMAT_1 = 1
+_HELD = list(DecisionStatus).index(DecisionStatus.HELD)  # its index in the Avro enum
+
+
+class _Lines(msgspec.Struct, frozen=True, gc=False):
+    lines: tuple[LineRecord, ...]
+
+
+def _lines_schema() -> dict[str, Any]:
+    line = {
+        "type": "record",
+        "name": "Line",
+        "fields": [
+            {"name": "charge_id", "type": "string"},
+            {"name": "event_id", "type": "string"},
+            {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "published", "type": ["null", published_schema()]},
+        ],
+    }
+    return {"name": "lines", "type": {"type": "array", "items": line}}
+
+
+def _state_schema(charge_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "record",
+        "name": "VisitState",
+        "namespace": NAMESPACE,
+        "fields": [
+            _lines_schema(),
+            {"name": "charges", "type": {"type": "array", "items": charge_schema}},
+        ],
+    }
+
+
+class Format1:
+    """Format 1 values, under a registry's charge event schemas."""
+
+    def __init__(self, registry: LocalRegistry) -> None:
+        self.registry = registry
+        lines: dict[str, Any] = {"type": "record", "name": "VisitLines", "namespace": NAMESPACE}
+        lines["fields"] = [_lines_schema()]
+        self._read_lines = compile_reader(lines, {**TYPES, f"{NAMESPACE}.VisitLines": _Lines})
+
+    def _writer(self, raw: bytes) -> tuple[RegisteredSchema, int]:
+        schema_id, start = read_long(raw, 1)
+        writer = self.registry.by_id.get(schema_id)
+        if writer is None or writer.name != EVENT:
+            raise ValueError(f"visit written with unknown charge schema id {schema_id}")
+        return writer, start
+
+    def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
+        _, start = self._writer(raw)
+        try:
+            record, _ = self._read_lines(raw, start)
+        except (IndexError, UnicodeDecodeError, OverflowError) as error:
+            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+        lines: tuple[LineRecord, ...] = record.lines
+        return lines
+
+    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
+        _, start = self._writer(raw)
+        try:
+            return _skim_lines(raw, start)
+        except (IndexError, UnicodeDecodeError) as error:
+            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+
+    def decode(
+        self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
+    ) -> Visit:
+        """The whole visit, resolved to the current charge schema by fastavro (`remember` is
+        told nothing: the bodies are the writer's, not the current schema's)."""
+        writer, start = self._writer(raw)
+        current = self.registry.current[EVENT]
+        record = fastavro.schemaless_reader(
+            io.BytesIO(raw[start:]),
+            fastavro.parse_schema(_state_schema(writer.document)),
+            fastavro.parse_schema(_state_schema(current.document)),
+        )
+        assert isinstance(record, dict)
+        charges = [charge_from_avro(c) for c in record["charges"]]
+        published = {}
+        for line in record["lines"]:
+            p = line["published"]
+            if p is not None:
+                published[line["charge_id"]] = Published(
+                    p["version"], DecisionStatus(p["status"]), Ledger[p["ledger"]], p["fingerprint"]
+                )
+        return Visit(key, {c.charge_id: c for c in charges}, published)
+
+
+def _skim_lines(b: bytes, i: int) -> list[tuple[str, dt.datetime | None]]:
+    """`held_index` of format 1's lines array at `i`, read without building the lines."""
+    out: list[tuple[str, dt.datetime | None]] = []
+    count, i = read_long(b, i)
+    while count:
+        if count < 0:  # a block with its byte size
+            count = -count
+            _, i = read_long(b, i)
+        for _ in range(count):
+            n, i = read_small(b, i)
+            charge_id = b[i : i + n].decode()
+            m, i = read_small(b, i + n)
+            if n < 0 or m < 0:
+                raise ValueError("negative length in visit lines")
+            millis, i = read_long(b, i + m)  # after event_id
+            branch, i = read_small(b, i)
+            held = None
+            if branch == 1:
+                _, i = read_small(b, i)  # version
+                status, i = read_small(b, i)
+                i += 1  # ledger: an enum of two
+                while b[i] & 0x80:  # fingerprint: skipped, not decoded
+                    i += 1
+                i += 1
+                if status == _HELD:
+                    held = EPOCH + dt.timedelta(milliseconds=millis)
+            elif branch != 0:
+                raise ValueError("bad union branch in visit lines")
+            out.append((charge_id, held))
+        count, i = read_long(b, i)
+    if i > len(b):
+        raise ValueError("visit lines end past the value")
+    return out
+
+
+def decode_json(key: VisitKey, raw: bytes) -> Visit:
+    """A JSON visit of charge-capture 0.1."""
+    try:
+        data = json.loads(raw)
+        charges = [interned(charge_from_dict(c)) for c in data["charges"]]
+        # 0.1's fingerprints were hex digests of another encoding: kept as 64-bit numbers
+        # they match no fingerprint computed now, so each line's next decision is published
+        # as a new version even where it says the same (never a version reused).
+        published = {
+            cid: Published(
+                version,
+                DecisionStatus(status),
+                Ledger(ledger),
+                int.from_bytes(bytes.fromhex(digest)[:8], "big", signed=True),
+            )
+            for cid, (version, status, ledger, digest) in data["published"].items()
+        }
+    except (KeyError, TypeError, ValueError, msgspec.ValidationError) as error:
+        raise ValueError(f"JSON visit does not read: {type(error).__name__}") from error
+    return Visit(key, {c.charge_id: c for c in charges}, published)
