@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from rules.charge import Charge, Correction, Hold
 from rules.pack import RulePack
@@ -23,7 +24,7 @@ class VisitContext:
 
     @classmethod
     def of(cls, lines: list[Charge], pack: RulePack) -> VisitContext:
-        ordered = tuple(sorted(lines, key=lambda c: (c.occurred_at, c.charge_id)))
+        ordered = tuple(sorted(lines, key=_ORDER)) if len(lines) > 1 else tuple(lines)
         ids_by_code: dict[str, list[str]] = {}
         for line in ordered:
             ids_by_code.setdefault(line.cpt_code, []).append(line.charge_id)
@@ -42,6 +43,8 @@ class VisitContext:
     def line(self, charge_id: str) -> Charge:
         return next(c for c in self.lines if c.charge_id == charge_id)
 
+
+_ORDER = attrgetter("occurred_at", "charge_id")
 
 CorrectionRule = Callable[[Charge, VisitContext], tuple[Charge, Correction] | None]
 HoldRule = Callable[[Charge, VisitContext], Hold | None]

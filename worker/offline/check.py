@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
-from msgspec.structs import asdict
 
-from rules.charge import Charge
+from rules.charge import Charge, Correction, Hold
 from rules.engine import Verdict
 from rules.model import DecisionStatus
 from rules.pack import PackSet
@@ -44,23 +43,35 @@ def _in_force(packs: PackSet) -> Callable[[Charge], object]:
     return lambda event: packs.for_date(event.date_of_service)
 
 
-def decision_line(charge: Charge, verdict: Verdict | None) -> dict[str, Any]:
-    """One line of `check`'s output: the charge's final decision."""
+class CheckLine(msgspec.Struct, frozen=True, gc=False):
+    """One line of `check`'s output: a charge's final decision (fields in output order)."""
+
+    charge_id: str
+    status: str
+    cpt_code: str
+    modifiers: tuple[str, ...]
+    units: int
+    corrections: tuple[Correction, ...]
+    holds: tuple[Hold, ...]
+
+
+def decision_line(charge: Charge, verdict: Verdict | None) -> CheckLine:
+    """The output line of a charge's final decision (None: voided)."""
     if verdict is None:
-        verdict = Verdict(billed=charge, corrections=(), holds=())
-        status = DecisionStatus.VOIDED
-    else:
-        status = verdict.status
-    billed, corrections, holds = verdict.billed, verdict.corrections, verdict.holds
-    return {
-        "charge_id": billed.charge_id,
-        "status": status.value,
-        "cpt_code": billed.cpt_code,
-        "modifiers": list(billed.modifiers),
-        "units": billed.units,
-        "corrections": [asdict(c) for c in corrections],
-        "holds": [asdict(h) for h in holds],
-    }
+        voided = DecisionStatus.VOIDED.value
+        return CheckLine(
+            charge.charge_id, voided, charge.cpt_code, charge.modifiers, charge.units, (), ()
+        )
+    billed = verdict.billed
+    return CheckLine(
+        billed.charge_id,
+        verdict.status.value,
+        billed.cpt_code,
+        billed.modifiers,
+        billed.units,
+        verdict.corrections,
+        verdict.holds,
+    )
 
 
 @contextlib.contextmanager
@@ -88,12 +99,16 @@ def _run_check(source: IO[Any], out: IO[str], packs: PackSet) -> CheckReport:
     report = CheckReport()
     started = time.perf_counter()
     finals = decide_events(read_events(source, report, packs), packs)
+    by_status, by_rule, write = report.by_status, report.by_rule, out.write
     for charge_id in sorted(finals):
         line = decision_line(*finals[charge_id])
-        report.by_status[line["status"]] += 1
-        for item in (*line["corrections"], *line["holds"]):
-            report.by_rule[item["rule_id"]] += 1
-        out.write(_encode(line).decode() + "\n")
+        by_status[line.status] += 1
+        for correction in line.corrections:
+            by_rule[correction.rule_id] += 1
+        for hold in line.holds:
+            by_rule[hold.rule_id] += 1
+        write(_encode(line).decode())
+        write("\n")
     report.seconds = time.perf_counter() - started
     return report
 
