@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rules.charge import RulePackRef
-from rules.codes import normalize_icd10
 from rules.model import Documentation, PlanType
 from rules.ncci import MueLimit, NcciFileError, PtpEdits, load_mue
 from rules.pack_toml import PackError, Table, toml_problem
@@ -37,8 +36,6 @@ __all__ = [
 ]
 
 DEFAULT_PACKS_DIR = Path(__file__).parent / "packs"
-SUPPORTED_LIMIT = 65_536  # remembered (diagnosis codes, day) answers per pack
-SUPPORTED_CODES = 48  # lines with more diagnosis codes than this are not remembered
 
 
 class PackNotInForce(LookupError):
@@ -120,11 +117,6 @@ class RulePack:
     _support_index: Mapping[str, tuple[SupportingDiagnosis, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
-    # Whether a line's diagnosis codes support traction on a day, remembered: the same few
-    # combinations recur all day (bounded; a pure function of the pack, the codes and the day).
-    _supported: dict[tuple[tuple[str, ...], dt.date], bool] = field(
-        default_factory=dict, repr=False, compare=False
-    )
 
     def distinct_on_either_line(self, day: dt.date) -> bool:
         start = self.distinct_either_line_from
@@ -151,19 +143,6 @@ class RulePack:
             return True
         start = self._gp_payer_from.get(payer_id)
         return start is not None and start <= day
-
-    def any_supporting(self, codes: tuple[str, ...], day: dt.date) -> bool:
-        """Whether any of a line's diagnosis codes supports traction on `day`."""
-        if len(codes) > SUPPORTED_CODES:  # not remembered: a cache of huge tuples is no cache
-            return any(self.supporting(normalize_icd10(code), day) for code in codes)
-        key = (codes, day)
-        found = self._supported.get(key)
-        if found is None:
-            found = any(self.supporting(normalize_icd10(code), day) for code in codes)
-            if len(self._supported) >= SUPPORTED_LIMIT:
-                self._supported.clear()
-            self._supported[key] = found
-        return found
 
     def supporting(self, icd10: str, day: dt.date) -> bool:
         index = self._support_index

@@ -14,7 +14,7 @@ from functools import lru_cache
 from msgspec.structs import replace
 
 from rules.charge import Charge, Correction, Hold
-from rules.codes import is_icd10, is_modifier, is_procedure_code
+from rules.codes import is_icd10, is_modifier, is_procedure_code, normalize_icd10
 from rules.model import PerformedBy, Specialty, TractionMethod
 from rules.ncci import in_force
 from rules.pack import RulePack
@@ -363,7 +363,7 @@ def documentation_incomplete(line: Charge, visit: VisitContext) -> Hold | None:
 @hold("DIAGNOSIS_NOT_SUPPORTING")
 def diagnosis_not_supporting(line: Charge, visit: VisitContext) -> Hold | None:
     day, pack = visit.date_of_service, visit.pack
-    if pack.any_supporting(line.diagnosis_codes, day):
+    if any(pack.supporting(normalize_icd10(code), day) for code in line.diagnosis_codes):
         return None
     # The codes are clinical data: the message says what is needed, not what was billed.
     return _hold(
