@@ -183,3 +183,15 @@ def test_charges_written_under_an_older_charge_schema_are_resolved(
     assert reader.read_lines(raw) == lines_of(visit)
     assert reader.held_index(raw) == [("C1", None), ("C2", None)]
     assert read_long(reader.encode(reader.decode(visit.key, raw)), 1)[0] == 2  # ours, anew
+
+
+def test_only_a_head_laid_out_as_the_skim_reads_it_is_skimmed() -> None:
+    from worker.state.visit_format import _has_head
+
+    event = json.loads((default_schemas_dir() / "charge_event.avsc").read_text())
+    assert _has_head(event)
+    micros = json.loads(json.dumps(event))
+    micros["fields"][2]["type"]["logicalType"] = "timestamp-micros"
+    many = json.loads(json.dumps(event))
+    many["fields"][1]["type"]["symbols"] = [f"S{n}" for n in range(65)]
+    assert not _has_head(micros) and not _has_head(many)

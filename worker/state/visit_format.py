@@ -79,12 +79,16 @@ def visit_state_schema() -> dict[str, Any]:
 
 
 def _has_head(document: dict[str, Any]) -> bool:
+    """Whether a charge event schema starts with HEAD as `_skim` reads it."""
     fields = document.get("fields", [])[: len(HEAD)]
     if tuple(f.get("name") for f in fields) != HEAD:
         return False
-    kinds = [f["type"] if isinstance(f["type"], str) else f["type"].get("type") for f in fields]
-    # The skim reads event_type's index as one byte: at most 64 symbols.
-    return kinds == ["string", "enum", "long", "string"] and len(fields[1]["type"]["symbols"]) <= 64
+    types = [f["type"] if isinstance(f["type"], dict) else {"type": f["type"]} for f in fields]
+    return (
+        [t.get("type") for t in types] == ["string", "enum", "long", "string"]
+        and types[2].get("logicalType") == "timestamp-millis"
+        and len(types[1].get("symbols", ())) <= 64  # its index is one byte
+    )
 
 
 class VisitCodec:
