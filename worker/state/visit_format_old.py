@@ -21,12 +21,11 @@ import msgspec
 from rules.charge import Charge, charge_from_avro, charge_from_dict, interned
 from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
-from worker.serde.avro_fast import EPOCH, compile_reader, read_long, read_small
+from worker.serde.avro_fast import compile_reader, read_long
 from worker.serde.framing import EVENT, LocalRegistry, RegisteredSchema
 from worker.state.lines import NAMESPACE, TYPES, LineRecord, published_schema
 
 FORMAT_1 = 1
-_HELD = list(DecisionStatus).index(DecisionStatus.HELD)  # its index in the Avro enum
 
 
 class _Lines(msgspec.Struct, frozen=True, gc=False):
@@ -85,11 +84,7 @@ class Format1:
         return lines
 
     def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
-        _, start = self._writer(raw)
-        try:
-            return _skim_lines(raw, start)
-        except (IndexError, UnicodeDecodeError) as error:
-            raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+        return [(line.charge_id, line.held_at) for line in self.read_lines(raw)]
 
     def decode(
         self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
@@ -113,41 +108,6 @@ class Format1:
                     p["version"], DecisionStatus(p["status"]), Ledger[p["ledger"]], p["fingerprint"]
                 )
         return Visit(key, {c.charge_id: c for c in charges}, published)
-
-
-def _skim_lines(b: bytes, i: int) -> list[tuple[str, dt.datetime | None]]:
-    """`held_index` of format 1's lines array at `i`, read without building the lines."""
-    out: list[tuple[str, dt.datetime | None]] = []
-    count, i = read_long(b, i)
-    while count:
-        if count < 0:  # a block with its byte size
-            count = -count
-            _, i = read_long(b, i)
-        for _ in range(count):
-            n, i = read_small(b, i)
-            charge_id = b[i : i + n].decode()
-            m, i = read_small(b, i + n)
-            if n < 0 or m < 0:
-                raise ValueError("negative length in visit lines")
-            millis, i = read_long(b, i + m)  # after event_id
-            branch, i = read_small(b, i)
-            held = None
-            if branch == 1:
-                _, i = read_small(b, i)  # version
-                status, i = read_small(b, i)
-                i += 1  # ledger: an enum of two
-                while b[i] & 0x80:  # fingerprint: skipped, not decoded
-                    i += 1
-                i += 1
-                if status == _HELD:
-                    held = EPOCH + dt.timedelta(milliseconds=millis)
-            elif branch != 0:
-                raise ValueError("bad union branch in visit lines")
-            out.append((charge_id, held))
-        count, i = read_long(b, i)
-    if i > len(b):
-        raise ValueError("visit lines end past the value")
-    return out
 
 
 def decode_json(key: VisitKey, raw: bytes) -> Visit:
