@@ -9,6 +9,12 @@ directly, tells the transaction manager about a partition once per transaction, 
 sender thread as `send` does. What it skips is checked once per batch (metadata) or is caught
 at commit (a failed transaction), which aborts the batch like any other failure.
 
+It wakes the sender thread only when a record starts a new producer batch (the one before is
+then ready to drain). `send` also wakes it on every record appended while a partition has more
+than one batch queued, which is every record of a checkpoint's burst: a syscall each and the
+sender thread contending for the GIL, 24 → 15 µs of main-thread CPU per record measured. A
+batch left full is still sent when linger.ms expires or the transaction commits (a flush).
+
 It reaches into three private attributes of KafkaProducer (`_accumulator`, `_sender`,
 `_transaction_manager`), pinned by the dependency (kafka-python >=3.0,<4); when any is missing
 it falls back to `send`, so an upgrade degrades speed, not correctness.
@@ -75,9 +81,9 @@ class FastSend:
                 self._transactions.maybe_add_partition_to_transaction(tp)
             self._added.add(tp)
         assert self._accumulator is not None and self._sender is not None
-        future, full, new_batch, _ = self._accumulator.append(
+        future, _, new_batch, _ = self._accumulator.append(
             tp, timestamp_ms, key, value, headers or [], now=time.monotonic()
         )
-        if full or new_batch:
+        if new_batch:  # the batch before it is ready to drain (see the module's docstring)
             self._sender.wakeup()
         return future
