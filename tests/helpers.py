@@ -29,6 +29,17 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def metric_total(registry: Any, name: str, **labels: str) -> float:
+    """The sum of the samples `name` of a prometheus-client registry whose labels include
+    `labels` (0 when there are none)."""
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 30) -> int:
     """SIGTERM a child (if still running) and return its exit code; kill it and fail if it
     does not stop within `timeout_s` (a clean shutdown is part of what the tests check)."""

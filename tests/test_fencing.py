@@ -9,7 +9,7 @@ import pytest
 
 from rules.model import ChargeEvent
 from tests.brokers import BrokerInfo
-from tests.helpers import wait_until
+from tests.helpers import metric_total, wait_until
 from tests.outage_harness import Feeder
 from tests.worker_harness import running_worker, worker_config
 from worker.offline.sample import generate_events
@@ -19,11 +19,8 @@ pytestmark = pytest.mark.broker
 
 
 def _restarts(worker: Worker, reason: str) -> float:
-    return sum(
-        s.value
-        for family in worker.metrics.registry.collect()
-        for s in family.samples
-        if s.name == "charge_capture_instance_restarts_total" and s.labels["reason"] == reason
+    return metric_total(
+        worker.metrics.registry, "charge_capture_instance_restarts_total", reason=reason
     )
 
 

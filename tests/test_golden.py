@@ -19,7 +19,7 @@ import pytest
 from rules.model import ChargeDecision
 from rules.pack import load_packs
 from tests.brokers import BrokerInfo
-from tests.helpers import wait_until
+from tests.helpers import metric_total, wait_until
 from tests.worker_harness import running_worker, worker_config
 from worker.cli.cluster import produce_events
 from worker.offline import jsonlines
@@ -90,9 +90,4 @@ def _as_check_line(decision: ChargeDecision) -> dict[str, Any]:
 
 
 def _consumed(worker: Worker) -> float:
-    return sum(
-        sample.value
-        for family in worker.metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == "charge_capture_events_consumed_total"
-    )
+    return metric_total(worker.metrics.registry, "charge_capture_events_consumed_total")

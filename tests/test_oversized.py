@@ -19,7 +19,7 @@ from kafka.structs import TopicPartition
 from rules.model import ChargeEvent, ErrorKind
 from tests.brokers import BrokerInfo
 from tests.factories import charge
-from tests.helpers import wait_until
+from tests.helpers import metric_total, wait_until
 from tests.worker_harness import running_worker, worker_config
 from worker.config import WorkerConfig
 from worker.kafka.partitioner import home_partition
@@ -118,12 +118,7 @@ def watched(broker: BrokerInfo, topic_prefix: str) -> Iterator[WorkerConfig]:
 
 
 def _restarts(worker: Worker) -> float:
-    return sum(
-        s.value
-        for family in worker.metrics.registry.collect()
-        for s in family.samples
-        if s.name == "charge_capture_instance_restarts_total"
-    )
+    return metric_total(worker.metrics.registry, "charge_capture_instance_restarts_total")
 
 
 @pytest.mark.parametrize("where", ["input limit", "producer limit"])

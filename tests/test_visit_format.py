@@ -186,12 +186,12 @@ def test_charges_written_under_an_older_charge_schema_are_resolved(
 
 
 def test_only_a_head_laid_out_as_the_skim_reads_it_is_skimmed() -> None:
-    from worker.state.visit_format import _has_head
+    from worker.state.visit_format import _head_laid_out
 
     event = json.loads((default_schemas_dir() / "charge_event.avsc").read_text())
-    assert _has_head(event)
+    assert _head_laid_out(event)
     micros = json.loads(json.dumps(event))
     micros["fields"][2]["type"]["logicalType"] = "timestamp-micros"
     many = json.loads(json.dumps(event))
     many["fields"][1]["type"]["symbols"] = [f"S{n}" for n in range(65)]
-    assert not _has_head(micros) and not _has_head(many)
+    assert not _head_laid_out(micros) and not _head_laid_out(many)

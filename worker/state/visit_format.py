@@ -43,10 +43,9 @@ from worker.state.lines import (
     TYPES,
     LineRecord,
     PublishedRecord,
-    lines_of,
     published_schema,
 )
-from worker.state.visit_format_old import FORMAT_1, Format1, decode_json
+from worker.state.visit_format_old import FORMAT_1, Format1, Json01
 
 VISIT_FORMAT = 2  # the first byte of a visit's changelog value
 Bodies = Callable[[Charge], bytes]  # a charge's Avro body (remembered, or encoded)
@@ -78,7 +77,7 @@ def visit_state_schema() -> dict[str, Any]:
     }
 
 
-def _has_head(document: dict[str, Any]) -> bool:
+def _head_laid_out(document: dict[str, Any]) -> bool:
     """Whether a charge event schema starts with HEAD as `_skim` reads it."""
     fields = document.get("fields", [])[: len(HEAD)]
     if tuple(f.get("name") for f in fields) != HEAD:
@@ -103,7 +102,11 @@ class VisitCodec:
         self._read_charge = compile_reader(current.document, TYPES)
         self._write_charge = compile_writer(current.document, TYPES)
         self._heads: dict[int, bool] = {}  # by schema id: its events' heads read alone
-        self._format1 = Format1(self.registry)
+        # The earlier formats, by a value's first byte.
+        self._older: dict[bytes, Json01 | Format1] = {
+            b"{": Json01(),
+            bytes([FORMAT_1]): Format1(self.registry),
+        }
 
     def encode_charge(self, charge: Charge) -> bytes:
         return bytes(self._write_charge(charge, bytearray()))
@@ -135,10 +138,9 @@ class VisitCodec:
         self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
     ) -> Visit:
         """The whole visit; `remember(charge, body)` is told each charge's Avro body."""
-        if raw[:1] == b"{":
-            return decode_json(key, raw)
-        if raw[:1] == bytes([FORMAT_1]):
-            return self._format1.decode(key, raw)
+        older = self._older.get(raw[:1])
+        if older is not None:
+            return older.decode(key, raw, remember)
         schema_id, i = self._header(raw)
         current = schema_id == self._charge_id
         charges: dict[str, Charge] = {}
@@ -160,10 +162,9 @@ class VisitCodec:
 
     def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
         """The lines of a value: no charge decoded in full (ValueError when they do not read)."""
-        if raw[:1] == b"{":
-            return lines_of(decode_json(VisitKey("", dt.date.min), raw))
-        if raw[:1] == bytes([FORMAT_1]):
-            return self._format1.read_lines(raw)
+        older = self._older.get(raw[:1])
+        if older is not None:
+            return older.read_lines(raw)
         schema_id, i = self._header(raw)
         out = []
         try:
@@ -179,10 +180,9 @@ class VisitCodec:
     def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
         """Per line its charge id and, when its last decision is HELD, its winning event's
         time: all a restore needs (ValueError when the lines do not read)."""
-        if raw[:1] == b"{":
-            return [(x.charge_id, x.held_at) for x in self.read_lines(raw)]
-        if raw[:1] == bytes([FORMAT_1]):
-            return self._format1.held_index(raw)
+        older = self._older.get(raw[:1])
+        if older is not None:
+            return older.held_index(raw)
         schema_id, i = self._header(raw)
         try:
             if self._has_head(schema_id):
@@ -204,7 +204,7 @@ class VisitCodec:
     def _has_head(self, schema_id: int) -> bool:
         heads = self._heads.get(schema_id)
         if heads is None:
-            heads = self._heads[schema_id] = _has_head(self.registry.by_id[schema_id].document)
+            heads = self._heads[schema_id] = _head_laid_out(self.registry.by_id[schema_id].document)
         return heads
 
     def _head(self, schema_id: int, raw: bytes, start: int, end: int) -> tuple[str, int, str]:

@@ -23,7 +23,7 @@ from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
 from worker.serde.avro_fast import compile_reader, read_long
 from worker.serde.framing import EVENT, LocalRegistry, RegisteredSchema
-from worker.state.lines import NAMESPACE, TYPES, LineRecord, published_schema
+from worker.state.lines import NAMESPACE, TYPES, LineRecord, lines_of, published_schema
 
 FORMAT_1 = 1
 
@@ -108,6 +108,21 @@ class Format1:
                     p["version"], DecisionStatus(p["status"]), Ledger[p["ledger"]], p["fingerprint"]
                 )
         return Visit(key, {c.charge_id: c for c in charges}, published)
+
+
+class Json01:
+    """JSON values of charge-capture 0.1 (small: read in full)."""
+
+    def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
+        return lines_of(decode_json(VisitKey("", dt.date.min), raw))
+
+    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
+        return [(line.charge_id, line.held_at) for line in self.read_lines(raw)]
+
+    def decode(
+        self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
+    ) -> Visit:
+        return decode_json(key, raw)
 
 
 def decode_json(key: VisitKey, raw: bytes) -> Visit:
