@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 
+from bench.common import rules_core
 from rules.pack import load_packs
 from worker.offline.check import run_check
 from worker.offline.sample import generate_events, write_jsonl
@@ -42,7 +43,10 @@ def main() -> None:
             print(f"run {run}: {report.events} events in {seconds:.2f} s = {rates[-1]:,.0f} ev/s")
     finally:
         os.unlink(day.name)
-    print(f"check throughput (best of {args.runs}, one process, one core): {max(rates):,.0f} ev/s")
+    print(
+        f"check throughput (best of {args.runs}, one process, one core, rules core "
+        f"{rules_core()}): {max(rates):,.0f} ev/s"
+    )
 
 
 if __name__ == "__main__":

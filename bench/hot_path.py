@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from bench.common import rules_core
 from rules.model import ChargeEvent
 from rules.pack import load_packs
 from rules.visit import Ledger
@@ -142,7 +143,10 @@ def main() -> None:
         )
         for key, value in figures.items():
             best[key] = min(best.get(key, value), value)
-    print(f"hot path, {len(records)} events, batches of {args.batch} (best of {args.runs}):")
+    print(
+        f"hot path, {len(records)} events, batches of {args.batch} (best of {args.runs}; "
+        f"rules core {rules_core()}):"
+    )
     for key, value in best.items():
         unit = "" if "per event" in key else " µs/event"
         print(f"  {key:<32}{value:8.2f}{unit}")

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from tests.wheel_build import builder_sources
 from worker.cli.options import from_args
 from worker.observability.metrics import Metrics
 
@@ -302,8 +303,23 @@ def test_dockerfile_multistage_non_root_entrypoint() -> None:
     assert 'ENTRYPOINT ["charge-capture"]' in final
     assert 'CMD ["run"]' in final
     assert "CHARGE_CAPTURE_SCHEMAS_DIR=/app/schemas" in final
-    for src in ("pyproject.toml", "README.md", "LICENSE", "rules/", "worker/", "schemas/"):
+    for src in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "rules/", "worker/"):
         assert re.search(rf"^COPY .*\b{re.escape(src)}", text, re.M), src
+    assert re.search(r"^COPY schemas/ schemas/", text, re.M)
+    builder = text[: text.index("\nFROM ", text.index("AS builder"))]
+    assert "ARG CHARGE_CAPTURE_COMPILE=1" in builder  # the image runs the compiled build
+
+
+def test_dockerignore_sends_what_the_builder_copies() -> None:
+    """Only what the Dockerfile copies is sent, and everything it copies is (a COPY of a path
+    the ignore file leaves out fails the build)."""
+    kept = {
+        line[1:].rstrip("/")
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    copied = {source.rstrip("/") for source in builder_sources()}
+    assert kept == copied
 
 
 def test_install_script_is_executable() -> None:

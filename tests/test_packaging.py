@@ -5,63 +5,20 @@ regular install, as in the image, not only an editable one).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.wheel_build import ROOT, build_wheel
 
 pytestmark = pytest.mark.slow
 
 
-def builder_sources() -> list[str]:
-    """What the image's builder stage copies before `pip install .` (deploy/Dockerfile)."""
-    text = (ROOT / "deploy" / "Dockerfile").read_text()
-    builder = text[: text.index("\nFROM ", text.index("AS builder"))]
-    sources = []
-    for line in builder.splitlines():
-        if line.startswith("COPY ") and "--from" not in line:
-            sources += line.split()[1:-1]
-    return sources
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The wheel, built with the venv's setuptools (no download) from exactly the files the
-    Docker image's builder stage copies, so the image builds too."""
-    tree = tmp_path_factory.mktemp("tree")
-    for source in builder_sources():
-        path = ROOT / source
-        if path.is_dir():
-            shutil.copytree(path, tree / source, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(path, tree / source)
-    out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-cache-dir",
-            "-w",
-            str(out),
-            str(tree),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (built,) = out.glob("charge_capture-*.whl")
-    return built, proc.stdout + proc.stderr
+    """The pure-Python wheel, as the image's builder stage builds it."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"), compiled=False)
 
 
 def test_the_build_warns_about_nothing(wheel: tuple[Path, str]) -> None:

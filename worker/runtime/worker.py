@@ -31,6 +31,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+import rules
 from rules.pack import PackSet, load_packs
 from worker.config import WorkerConfig
 from worker.errors import (
@@ -260,6 +261,7 @@ class Worker:
                 group=cfg.group,
                 transactional_id=cfg.transactional_id if self.transactor.exactly_once else None,
                 guarantee=cfg.processing_guarantee.value,
+                rules_core="compiled" if rules.compiled() else "python",
             ),
         )
         return opened
