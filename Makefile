@@ -40,7 +40,7 @@ bench: $(STAMP)
 # wheel installed in .compiled, first on the path; -P keeps the checkout's own sources off it.
 COMPILED := .compiled
 $(COMPILED)/.installed: $(STAMP) setup.py pyproject.toml $(wildcard rules/*.py worker/*/*.py)
-	rm -rf $(COMPILED)
+	rm -rf $(COMPILED) build  # build/: an earlier build's extension modules would join in
 	CHARGE_CAPTURE_COMPILE=1 $(BIN)/python -m pip install --quiet --no-deps \
 		--no-build-isolation --target $(COMPILED) .
 	touch $@
