@@ -3,8 +3,8 @@ a build (`pip install .`, `pip wheel .`), the decision path is compiled by mypyc
 extension modules, which Python imports instead of the .py files beside them.
 
 Why: the worker is bound by its Python work per event. Compiled, the modules below cut the
-worker's main-thread CPU per event by about 15% and raise `check`'s rate by about 17% (README
-"Speed"). They are typed under `mypy --strict` and handle our own types only: the rules are
+worker's main-thread CPU per event by about 15% and raise `check`'s rate by about 17% (README,
+"Benchmarks"). They are typed under `mypy --strict` and handle our own types only: the rules are
 pure functions of validated msgspec Structs, the state modules of bytes they wrote themselves.
 
 Off by default: an editable install for development must run the sources as they are edited
