@@ -4,6 +4,7 @@ its winning event and the last decision it published. Shared by every visit form
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -91,3 +92,8 @@ def lines_of(visit: Visit) -> tuple[LineRecord, ...]:
         )
         for cid in sorted(charges)
     )
+
+
+def held_index_of(lines: Iterable[LineRecord]) -> list[tuple[str, dt.datetime | None]]:
+    """Per line its charge id and, when its last decision is HELD, its winning event's time."""
+    return [(line.charge_id, line.held_at) for line in lines]

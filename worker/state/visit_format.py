@@ -43,9 +43,10 @@ from worker.state.lines import (
     TYPES,
     LineRecord,
     PublishedRecord,
+    held_index_of,
     published_schema,
 )
-from worker.state.visit_format_old import FORMAT_1, Format1, Json01
+from worker.state.visit_format_old import FORMAT_1, Format1, Json01, charge_writer
 
 VISIT_FORMAT = 2  # the first byte of a visit's changelog value
 Bodies = Callable[[Charge], bytes]  # a charge's Avro body (remembered, or encoded)
@@ -166,39 +167,40 @@ class VisitCodec:
         if older is not None:
             return older.read_lines(raw)
         schema_id, i = self._header(raw)
-        out = []
         try:
-            for p, start, end in _lines(raw, i):
-                event_id, millis, charge_id = self._head(schema_id, raw, start, end)
-                record = None if p is None else PublishedRecord.of(_published(p))
-                at = EPOCH + dt.timedelta(milliseconds=millis)
-                out.append(LineRecord(charge_id, event_id, at, record))
+            return self._line_records(schema_id, raw, i)
         except (IndexError, UnicodeDecodeError, OverflowError) as error:
             raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
-        return tuple(out)
 
     def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
         """Per line its charge id and, when its last decision is HELD, its winning event's
         time: all a restore needs (ValueError when the lines do not read)."""
         older = self._older.get(raw[:1])
         if older is not None:
-            return older.held_index(raw)
+            return held_index_of(older.read_lines(raw))
         schema_id, i = self._header(raw)
         try:
             if self._has_head(schema_id):
                 return _skim(raw, i)
-            return [(x.charge_id, x.held_at) for x in self.read_lines(raw)]
+            return held_index_of(self._line_records(schema_id, raw, i))
         except (IndexError, UnicodeDecodeError, OverflowError) as error:
             raise ValueError(f"visit lines do not read: {type(error).__name__}") from error
+
+    def _line_records(self, schema_id: int, raw: bytes, i: int) -> tuple[LineRecord, ...]:
+        out = []
+        for p, start, end in _lines(raw, i):
+            event_id, millis, charge_id = self._head(schema_id, raw, start, end)
+            record = None if p is None else PublishedRecord.of(_published(p))
+            at = EPOCH + dt.timedelta(milliseconds=millis)
+            out.append(LineRecord(charge_id, event_id, at, record))
+        return tuple(out)
 
     def _header(self, raw: bytes) -> tuple[int, int]:
         if raw[:1] != bytes([VISIT_FORMAT]):
             raise ValueError(f"unknown visit format {raw[:1]!r}")
         schema_id, start = read_long(raw, 1)
         if schema_id != self._charge_id:
-            writer = self.registry.by_id.get(schema_id)
-            if writer is None or writer.name != EVENT:
-                raise ValueError(f"visit written with unknown charge schema id {schema_id}")
+            charge_writer(self.registry, schema_id)
         return schema_id, start
 
     def _has_head(self, schema_id: int) -> bool:

@@ -28,6 +28,14 @@ from worker.state.lines import NAMESPACE, TYPES, LineRecord, lines_of, published
 FORMAT_1 = 1
 
 
+def charge_writer(registry: LocalRegistry, schema_id: int) -> RegisteredSchema:
+    """The charge event schema a value's prefix names (ValueError when it is none of ours)."""
+    writer = registry.by_id.get(schema_id)
+    if writer is None or writer.name != EVENT:
+        raise ValueError(f"visit written with unknown charge schema id {schema_id}")
+    return writer
+
+
 class _Lines(msgspec.Struct, frozen=True, gc=False):
     lines: tuple[LineRecord, ...]
 
@@ -66,13 +74,13 @@ class Format1:
         lines: dict[str, Any] = {"type": "record", "name": "VisitLines", "namespace": NAMESPACE}
         lines["fields"] = [_lines_schema()]
         self._read_lines = compile_reader(lines, {**TYPES, f"{NAMESPACE}.VisitLines": _Lines})
+        # (writer, reader) state schemas, parsed once per charge schema id a value names.
+        self._schemas: dict[int, tuple[Any, Any]] = {}
 
-    def _writer(self, raw: bytes) -> tuple[RegisteredSchema, int]:
+    def _writer(self, raw: bytes) -> tuple[int, int]:
         schema_id, start = read_long(raw, 1)
-        writer = self.registry.by_id.get(schema_id)
-        if writer is None or writer.name != EVENT:
-            raise ValueError(f"visit written with unknown charge schema id {schema_id}")
-        return writer, start
+        charge_writer(self.registry, schema_id)
+        return schema_id, start
 
     def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
         _, start = self._writer(raw)
@@ -83,21 +91,13 @@ class Format1:
         lines: tuple[LineRecord, ...] = record.lines
         return lines
 
-    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
-        return [(line.charge_id, line.held_at) for line in self.read_lines(raw)]
-
     def decode(
         self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
     ) -> Visit:
         """The whole visit, resolved to the current charge schema by fastavro (`remember` is
         told nothing: the bodies are the writer's, not the current schema's)."""
-        writer, start = self._writer(raw)
-        current = self.registry.current[EVENT]
-        record = fastavro.schemaless_reader(
-            io.BytesIO(raw[start:]),
-            fastavro.parse_schema(_state_schema(writer.document)),
-            fastavro.parse_schema(_state_schema(current.document)),
-        )
+        schema_id, start = self._writer(raw)
+        record = fastavro.schemaless_reader(io.BytesIO(raw[start:]), *self._parsed(schema_id))
         assert isinstance(record, dict)
         charges = [charge_from_avro(c) for c in record["charges"]]
         published = {}
@@ -109,15 +109,23 @@ class Format1:
                 )
         return Visit(key, {c.charge_id: c for c in charges}, published)
 
+    def _parsed(self, schema_id: int) -> tuple[Any, Any]:
+        parsed = self._schemas.get(schema_id)
+        if parsed is None:
+            writer = self.registry.by_id[schema_id].document
+            reader = self.registry.current[EVENT].document
+            parsed = self._schemas[schema_id] = (
+                fastavro.parse_schema(_state_schema(writer)),
+                fastavro.parse_schema(_state_schema(reader)),
+            )
+        return parsed
+
 
 class Json01:
     """JSON values of charge-capture 0.1 (small: read in full)."""
 
     def read_lines(self, raw: bytes) -> tuple[LineRecord, ...]:
         return lines_of(decode_json(VisitKey("", dt.date.min), raw))
-
-    def held_index(self, raw: bytes) -> list[tuple[str, dt.datetime | None]]:
-        return [(line.charge_id, line.held_at) for line in self.read_lines(raw)]
 
     def decode(
         self, key: VisitKey, raw: bytes, remember: Callable[[Charge, bytes], None] | None = None
