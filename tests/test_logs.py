@@ -73,3 +73,22 @@ def test_kafka_lines_have_their_own_level_and_go_out_as_json(configured: io.Stri
         ("charge_capture.worker", "INFO"),
     ]
     assert entries[0]["msg"] == "Connection lost: socket disconnected"
+
+
+@pytest.mark.parametrize("closing", [True, False], ids=["closing", "open"])
+def test_a_read_failing_on_a_transport_being_closed_is_no_error(
+    configured: io.StringIO, closing: bool
+) -> None:
+    """kafka-python's own read of a transport whose socket its close just dropped (the race
+    a client's close runs with its I/O thread) logs its traceback at DEBUG only; the same
+    failure on an open transport stays an ERROR."""
+    from kafka.net.transport import KafkaTCPTransport
+
+    transport = KafkaTCPTransport(None, None)  # no socket: recv fails as after the close
+    transport._closed = closing
+    transport._sock_recv()
+    entries = [json.loads(line) for line in configured.getvalue().splitlines()]
+    errors = [e for e in entries if e["level"] == "ERROR"]
+    assert len(errors) == (0 if closing else 1)
+    if not closing:
+        assert "Error receiving network data" in errors[0]["msg"]

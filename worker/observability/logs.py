@@ -92,6 +92,22 @@ class RateLimit(logging.Filter):
         return True
 
 
+class ClosedTransportReads(logging.Filter):
+    """kafka-python 3 closes a connection's transport from the thread that closes the client,
+    while its I/O thread may be reading that transport: the read then fails on the socket just
+    closed and logs an ERROR with a traceback ("Error receiving network data closing socket"),
+    though nothing went wrong (the worker or the demo closed the client on purpose). A line
+    about a transport already closing is kept at DEBUG; any other is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        is_closing = getattr(args[0], "is_closing", None) if args else None
+        if record.levelno < logging.ERROR or not callable(is_closing) or is_closing() is not True:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def configure(
     level: str = "INFO", stream: TextIO | None = None, kafka_level: str = "WARNING"
 ) -> None:
@@ -106,6 +122,9 @@ def configure(
     # kafka-python logs connection chatter at INFO and every failed reconnect at ERROR; the
     # schema registry client's HTTP stack logs every request at INFO.
     logging.getLogger("kafka").setLevel(kafka_level.upper())
+    transport = logging.getLogger("kafka.net.transport")
+    if not any(isinstance(f, ClosedTransportReads) for f in transport.filters):
+        transport.addFilter(ClosedTransportReads())
     for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
