@@ -22,7 +22,11 @@ charge events (`worker.sample.generate_events`) in one input topic:
    The load generator and the tail run in processes of their own, so the worker's process
    holds the worker alone, as in production; all share the machine's 2 cores with the broker;
 3. worker, at-least-once: the same input once more (after the first round), without
-   transactions.
+   transactions;
+4. with `--processes N` (2; 1 leaves it out), each round also runs the worker as deployed on a
+   machine with cores to spare: `charge-capture run --processes N`, one unit of N member
+   processes (timed by the group's commits, bench.worker_processes), its ratio taken against
+   the same round's passthrough, which stays one process.
 
     python -m bench.stream_throughput --events 100000
 """
@@ -47,6 +51,7 @@ from kafka.structs import TopicPartition
 
 from bench.common import bench_broker
 from bench.passthrough import PassthroughResult, passthrough_beside
+from bench.worker_processes import report_units, run_unit, unit_config
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
 from worker.config import Guarantee, WorkerConfig
@@ -300,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="passthrough/worker pairs (median)")
     parser.add_argument(
+        "--processes", type=int, default=2, help="members of the unit each round also runs"
+    )
+    parser.add_argument(
         "--latency-seconds", type=float, default=20.0, help="length of the paced latency phase"
     )
     parser.add_argument(
@@ -331,10 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         note(f"produced them (framed Avro, lz4) at {len(events) / produce_s:,.0f} events/s")
 
         pairs: list[tuple[PassthroughResult, WorkerRun]] = []
+        units: list[float] = []  # events/s of each round's unit
         for number, config in enumerate(rounds, start=1):
             passthrough = passthrough_beside(
                 bootstrap, config.input_topic, config.app_id, args.partitions, len(events)
             )
+            if args.processes > 1:
+                units.append(run_unit(unit_config(config), len(events), args.processes))
+                note(f"round {number}: run --processes {args.processes} {units[-1]:,.0f} events/s")
             last = number == len(rounds)
             eos = run_worker(config, len(events), keep_running=last)
             note(
@@ -354,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             live.stop.set()
             live.thread.join(timeout=60)
     _report(broker_kind, args.partitions, pairs, at_least_once, latency)
+    if units:
+        report_units(args.processes, [p.events_per_s for p, _ in pairs], units)
     return 0
 
 

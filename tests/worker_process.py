@@ -160,19 +160,23 @@ class WorkerProcess:
     def metrics(self) -> dict[str, float]:
         """Samples of /metrics by `name{labels}` (needs http_port)."""
         assert self.http_port, "started without --http-port"
-        url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        samples: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
+        return scrape(self.http_port)
 
     def restored_partitions(self) -> list[list[int]]:
         """The partitions of each "state restored" log line, in order."""
         return [list(e["partitions"]) for e in self.log_entries() if e["msg"] == "state restored"]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Samples of the /metrics on `port` by `name{labels}`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 class RecordCounter:

@@ -69,6 +69,7 @@ class WorkerConfig:
     version_memory_days: int = 400  # see worker.state.store: Retired
     hot_visits: int = 1024  # decoded visits kept per partition (worker.state.visits)
     http_port: int = 9464
+    processes: int = 1  # `run --processes`: worker processes as one unit (worker.cli.supervisor)
     rules_dir: Path | None = None
     log_level: str = "INFO"
     kafka_log_level: str = "WARNING"  # kafka-python's own loggers (rate-limited either way)

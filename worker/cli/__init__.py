@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # said by the verb, whose --help lists what it takes
         verb.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Command = args.func
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `run --processes` repeats
     try:
         if hasattr(args, "_options"):
             args.config = from_args(args)

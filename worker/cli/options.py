@@ -163,6 +163,7 @@ WORKER = Group(
             "seconds without an answering broker before the worker exits 69",
             values.seconds,
             flag="--max-broker-outage",
+            metavar="SECONDS",
         ),
     ),
 )
@@ -223,6 +224,20 @@ RULES = Group(
             default="the built-in packs",
             aliases=("--rules-dir",),
             variable=ENV_PREFIX + "RULES_DIR",
+        ),
+    ),
+)
+
+PROCESSES = Group(
+    "processes",
+    (
+        Option(
+            "processes",
+            "worker processes run as one unit, each a member of the group with its own "
+            "partitions, instance id (<instance id>-K) and http port (--http-port + K - 1): "
+            "one per core the machine can spare",
+            values.integer(1),
+            metavar="N",
         ),
     ),
 )
@@ -288,7 +303,7 @@ REGISTRY = Group(
 
 _RUN = (CLUSTER, TOPICS, WORKER, PRODUCER, STATE, RULES, REGISTRY, HTTP, LOGGING)
 VERBS: dict[str, tuple[Group, ...]] = {
-    "run": _RUN,
+    "run": (*_RUN, PROCESSES),
     "demo": _RUN,
     "topics": (CLUSTER, TOPICS, LOGGING),
     "produce": (CLUSTER, TOPICS.pick("input_topic"), PRODUCER, REGISTRY, LOGGING),
@@ -352,6 +367,12 @@ def _check_together(config: WorkerConfig) -> None:
         )
     if uses_sasl and not security.sasl_mechanism:
         raise UsageError(f"--security-protocol {security.security_protocol} needs --sasl-mechanism")
+    last_port = config.http_port + config.processes - 1
+    if config.http_port and last_port > 65535:
+        raise UsageError(
+            f"--http-port {config.http_port} with --processes {config.processes} needs ports "
+            f"up to {last_port}, past 65535"
+        )
 
 
 def cluster_config(args: argparse.Namespace, verb: str) -> WorkerConfig:

