@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -80,12 +81,15 @@ class Unit:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._exits: queue.Queue[tuple[Member, int]] = queue.Queue()
         self._stopping = threading.Event()
+        self._kill_at = 0.0  # once stopping: when members still running are killed
 
     def run(self) -> int:
         """Start every member, wait for all to exit; the unit's exit code."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             for member in self.members:
+                if self._stopping.is_set():  # a signal while starting: start no more
+                    break
                 self._start(member)
             return self._wait_all()
         finally:
@@ -95,7 +99,9 @@ class Unit:
 
     def stop(self) -> None:
         """Every member still running gets SIGTERM (its clean stop)."""
-        self._stopping.set()
+        if not self._stopping.is_set():
+            self._kill_at = time.monotonic() + self.stop_timeout_s
+            self._stopping.set()
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -122,7 +128,7 @@ class Unit:
 
     def _wait_all(self) -> int:
         code = 0
-        for _ in self.members:
+        for _ in self._procs:
             member, returned = self._next_exit()
             on_its_own = not self._stopping.is_set()
             failure = _failure_code(returned)
@@ -147,7 +153,7 @@ class Unit:
             except queue.Empty:
                 continue
         try:
-            return self._exits.get(timeout=self.stop_timeout_s)
+            return self._exits.get(timeout=max(self._kill_at - time.monotonic(), 0.0))
         except queue.Empty:
             for proc in self._procs.values():
                 if proc.poll() is None:
