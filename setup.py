@@ -21,9 +21,10 @@ from typing import Any
 
 from setuptools import setup
 
-# The rules (verdicts, rules by rule ID, versions and fingerprints, packs), the processing path
-# and the visit state. rules.charge stays Python: its msgspec Structs are made by msgspec's
-# metaclass, which mypyc does not compile; so does worker.state.changelog (pydantic models).
+# The rules (verdicts, rules by rule ID, versions and fingerprints, packs), the processing path,
+# the visit state and the direct append of output records. rules.charge stays Python: its
+# msgspec Structs are made by msgspec's metaclass, which mypyc does not compile; so does
+# worker.state.changelog (pydantic models).
 COMPILED = [
     "rules/codes.py",
     "rules/engine.py",
@@ -31,6 +32,7 @@ COMPILED = [
     "rules/rulebook.py",
     "rules/traction.py",
     "rules/visit.py",
+    "worker/kafka/batch_append.py",
     "worker/processing/batch.py",
     "worker/processing/pipeline.py",
     "worker/state/lines.py",

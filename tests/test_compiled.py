@@ -1,6 +1,7 @@
 """The compiled build (setup.py, CHARGE_CAPTURE_COMPILE=1, as the Docker image builds it)
 decides exactly as the sources do: the golden day gives the golden files byte for byte, and a
-freshly generated day gives the pure-Python `check`'s output byte for byte.
+freshly generated day gives the pure-Python `check`'s output byte for byte; the compiled
+direct append of output records writes kafka-python's own bytes.
 
 The compiled wheel is installed into a directory of its own and run in a subprocess whose
 path starts there, so its extension modules, not this checkout's .py files, are imported.
@@ -82,6 +83,28 @@ def test_the_wheel_carries_the_compiled_rules_core(site: Path, tmp_path: Path) -
     import rules
 
     assert not rules.compiled()
+
+
+def test_the_compiled_direct_append_writes_kafka_pythons_bytes(site: Path) -> None:
+    """The producer's direct append (worker.kafka.batch_append) is compiled too, and its
+    check (its records against kafka-python's own, byte for byte) holds there."""
+    probe = (
+        "from worker.kafka import batch_append as b; "
+        "print(b.check(256 * 1024), b.check(16384), b.__file__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=site,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    large, small, where = proc.stdout.split()
+    assert (large, small) == ("True", "True")
+    assert where.endswith(".so")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,93 @@
+"""worker.kafka.batch_append writes what kafka-python's own append writes, byte for byte."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kafka.producer.producer_batch import ProducerBatch
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
+from kafka.structs import TopicPartition
+
+from worker.kafka import batch_append
+
+TP = TopicPartition("t", 3)
+BATCH_SIZE = 16 * 1024
+
+fields = st.one_of(st.none(), st.binary(max_size=600))
+headers = st.lists(st.tuples(st.text(max_size=12), st.binary(max_size=40)), max_size=3).map(
+    lambda hs: [(k, v) for k, v in hs]
+)
+records = st.lists(
+    st.tuples(fields, fields, headers, st.integers(1_600_000_000_000, 1_800_000_000_000)),
+    min_size=1,
+    max_size=40,
+)
+
+
+class _Accumulator:
+    """The two attributes of a RecordAccumulator that `append` reads, over real batches."""
+
+    def __init__(self) -> None:
+        self._batches: dict[TopicPartition, list[Any]] = {}
+
+    def _tp_lock(self, tp: TopicPartition) -> Any:
+        return contextlib.nullcontext()
+
+
+def _closed(builder: MemoryRecordsBuilder) -> bytes:
+    builder.set_producer_state(4242, 3, 17, True)
+    builder.close()
+    return bytes(builder.buffer())
+
+
+@settings(max_examples=150, deadline=None)
+@given(records)
+def test_records_appended_directly_are_the_bytes_kafka_python_writes(
+    sample: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int]],
+) -> None:
+    theirs = MemoryRecordsBuilder(2, 0, BATCH_SIZE)
+    batch = ProducerBatch(TP, MemoryRecordsBuilder(2, 0, BATCH_SIZE))
+    accumulator = _Accumulator()
+    accumulator._batches[TP] = [batch]
+    appended = 0
+    for number, (key, value, hs, timestamp) in enumerate(sample):
+        if theirs.append(timestamp, key, value, hs) is None:
+            # Past batch.size: the direct path refuses it too, leaving it to the accumulator.
+            assert batch_append.append(accumulator, TP, key, value, hs, timestamp) is None
+            break
+        if number == 0:  # a batch's first record is always the accumulator's
+            assert batch_append.append(accumulator, TP, key, value, hs, timestamp) is None
+            future = batch.try_append(timestamp, key, value, hs)
+        else:
+            future = batch_append.append(accumulator, TP, key, value, hs, timestamp)
+        assert future is not None
+        appended += 1
+    assert _closed(batch.records) == _closed(theirs)
+    assert len(batch._record_futures) == appended == batch.records.next_offset()
+    read = [r for b in MemoryRecords(bytes(batch.records.buffer())) for r in b]
+    assert [(r.key, r.value, list(r.headers), r.timestamp) for r in read] == [
+        (k, v, hs, t) for k, v, hs, t in sample[:appended]
+    ]
+
+
+def test_a_closed_or_missing_batch_is_left_to_the_accumulator() -> None:
+    accumulator = _Accumulator()
+    assert batch_append.append(accumulator, TP, b"k", b"v", [], 1) is None  # no batch
+    batch = ProducerBatch(TP, MemoryRecordsBuilder(2, 0, BATCH_SIZE))
+    batch.try_append(1, b"k", b"v", [])
+    accumulator._batches[TP] = [batch]
+    assert batch_append.append(accumulator, TP, b"k", b"v", [], 2) is not None
+    batch.records.close()  # the sender drained it
+    assert batch_append.append(accumulator, TP, b"k", b"v", [], 3) is None
+
+
+def test_the_check_holds_here_and_fails_when_the_encoding_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert batch_append.check(256 * 1024)
+    monkeypatch.setattr(batch_append, "_varint", lambda value, out: out.append(0))
+    assert not batch_append.check(256 * 1024)
