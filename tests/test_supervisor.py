@@ -39,9 +39,9 @@ from worker.serde.codec import Codec
 # A stand-in member: says it is ready (its pid in DIR/NAME.ready), then by MODE
 #   wait   until SIGTERM, noted in DIR/NAME.stopped, then exit 0;
 #   ignore SIGTERM and wait forever;
-#   exitN  exit N once DIR/AFTER.ready exists (the other member is up).
+#   exitN  exit N once the test writes to the FIFO DIR/GO (blocking on it: an awaited event).
 MEMBER = """
-import os, signal, sys, time
+import os, signal, sys
 from pathlib import Path
 folder, name, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 def stopped(*_):
@@ -50,8 +50,8 @@ def stopped(*_):
 signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "ignore" else stopped)
 (folder / f"{name}.ready").write_text(str(os.getpid()))
 if mode.startswith("exit"):
-    while not (folder / f"{sys.argv[4]}.ready").exists():
-        time.sleep(0.01)
+    with open(folder / sys.argv[4]) as go:  # returns once the test's writer has closed it
+        go.read()
     sys.exit(int(mode[4:]))
 while True:
     signal.pause()
@@ -162,7 +162,10 @@ def test_sigterm_to_the_unit_stops_every_member_and_exits_0(tmp_path: Path) -> N
 def test_a_member_that_fails_stops_the_others_and_the_unit_exits_with_its_code(
     tmp_path: Path,
 ) -> None:
-    unit = Unit(_members(tmp_path, ["wait"], ["exit78", "m1"]))
+    os.mkfifo(tmp_path / "go")
+    unit = Unit(_members(tmp_path, ["wait"], ["exit78", "go"]))
+    # m2 exits 78 once m1 is up too, so the unit has someone to stop.
+    _when_ready(tmp_path, ["m1", "m2"], lambda: (tmp_path / "go").write_text("go"))
     assert _run(unit, tmp_path) == 78
     assert (tmp_path / "m1.stopped").exists()
 
