@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -20,6 +19,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from worker.cli.supervisor import command
 from worker.config import WorkerConfig
 from worker.kafka.admin import ensure_topics
 
@@ -27,16 +27,13 @@ SAMPLE_S = 0.2
 
 
 def run_argv(config: WorkerConfig, instance: str, *extra: str) -> list[str]:
-    """`charge-capture run` of `config` under this interpreter (and its -P, as the compiled
-    benchmarks run it), as `run --processes` starts its members."""
+    """`charge-capture run` of `config`, started as `run --processes` starts its members."""
     assert config.bootstrap_servers
-    interpreter = [sys.executable, *(["-P"] if sys.flags.safe_path else [])]
-    return [*interpreter, "-m", "worker.cli", "run",
-            "--bootstrap-servers", config.bootstrap_servers,
+    return command(["run", "--bootstrap-servers", config.bootstrap_servers,
             "--app-id", config.app_id, "--instance-id", instance, "--http-port", "0",
             "--input-topic", config.input_topic, "--corrected-topic", config.corrected_topic,
             "--held-topic", config.held_topic, "--dlq-topic", config.dlq_topic,
-            "--partitions", str(config.partitions), *extra]  # fmt: skip
+            "--partitions", str(config.partitions), *extra])  # fmt: skip
 
 
 def committed(reader: KafkaConsumer, topic: str, partitions: int) -> int:
@@ -66,9 +63,9 @@ def run_processes(
     started = time.monotonic()
     try:
         for n in range(instances):
-            out = (logs / f"{config.app_id}-{n}.log").open("wb")
             argv = run_argv(config, f"w{n}", *extra)
-            procs.append(subprocess.Popen(argv, stdout=out, stderr=out, env=env))
+            with (logs / f"{config.app_id}-{n}.log").open("wb") as out:  # the child keeps its own
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=out, env=env))
         first_at, first_done = 0.0, 0
         while True:
             for proc in procs:

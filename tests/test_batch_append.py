@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,16 +25,6 @@ records = st.lists(
 )
 
 
-class _Accumulator:
-    """The two attributes of a RecordAccumulator that `append` reads, over real batches."""
-
-    def __init__(self) -> None:
-        self._batches: dict[TopicPartition, list[Any]] = {}
-
-    def _tp_lock(self, tp: TopicPartition) -> Any:
-        return contextlib.nullcontext()
-
-
 def _closed(builder: MemoryRecordsBuilder) -> bytes:
     builder.set_producer_state(4242, 3, 17, True)
     builder.close()
@@ -51,8 +38,7 @@ def test_records_appended_directly_are_the_bytes_kafka_python_writes(
 ) -> None:
     theirs = MemoryRecordsBuilder(2, 0, BATCH_SIZE)
     batch = ProducerBatch(TP, MemoryRecordsBuilder(2, 0, BATCH_SIZE))
-    accumulator = _Accumulator()
-    accumulator._batches[TP] = [batch]
+    accumulator = batch_append.OneBatch(TP, batch)
     appended = 0
     for number, (key, value, hs, timestamp) in enumerate(sample):
         if theirs.append(timestamp, key, value, hs) is None:
@@ -75,11 +61,13 @@ def test_records_appended_directly_are_the_bytes_kafka_python_writes(
 
 
 def test_a_closed_or_missing_batch_is_left_to_the_accumulator() -> None:
-    accumulator = _Accumulator()
-    assert batch_append.append(accumulator, TP, b"k", b"v", [], 1) is None  # no batch
     batch = ProducerBatch(TP, MemoryRecordsBuilder(2, 0, BATCH_SIZE))
+    other = TopicPartition("t", 4)
+    accumulator = batch_append.OneBatch(other, batch)
+    assert batch_append.append(accumulator, TP, b"k", b"v", [], 1) is None  # no batch for TP
+    accumulator = batch_append.OneBatch(TP, batch)
+    assert batch_append.append(accumulator, TP, b"k", b"v", [], 1) is None  # an empty batch
     batch.try_append(1, b"k", b"v", [])
-    accumulator._batches[TP] = [batch]
     assert batch_append.append(accumulator, TP, b"k", b"v", [], 2) is not None
     batch.records.close()  # the sender drained it
     assert batch_append.append(accumulator, TP, b"k", b"v", [], 3) is None
@@ -89,5 +77,6 @@ def test_the_check_holds_here_and_fails_when_the_encoding_differs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert batch_append.check(256 * 1024)
+    monkeypatch.setattr(batch_append, "_CHECKED", {})  # worked out again, not remembered
     monkeypatch.setattr(batch_append, "_varint", lambda value, out: out.append(0))
     assert not batch_append.check(256 * 1024)

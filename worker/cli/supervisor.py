@@ -56,11 +56,16 @@ class Member:
     argv: list[str]
 
 
+def command(argv: Sequence[str]) -> list[str]:
+    """`charge-capture ARGV` under this interpreter, with its -P (the compiled benchmarks run
+    with it, so the checkout's sources stay off the path)."""
+    return [sys.executable, *(["-P"] if sys.flags.safe_path else []), "-m", "worker.cli", *argv]
+
+
 def members(argv: Sequence[str], config: WorkerConfig) -> list[Member]:
     """The command line of each member: the unit's own (`argv`, from the verb on), then what
     makes the member one of N. Flags given later win (argparse), so these override."""
-    interpreter = [sys.executable, *(["-P"] if sys.flags.safe_path else [])]
-    command = [*interpreter, "-m", "worker.cli", *argv]
+    unit = command(argv)
     found = []
     for number in range(1, config.processes + 1):
         instance = f"{config.instance_id}-{number}"
@@ -68,7 +73,7 @@ def members(argv: Sequence[str], config: WorkerConfig) -> list[Member]:
         own = ["--processes", "1", "--instance-id", instance, "--http-port", str(port)]
         if config.bootstrap_servers:
             own += ["--bootstrap-servers", config.bootstrap_servers]
-        found.append(Member(number, instance, [*command, *own]))
+        found.append(Member(number, instance, [*unit, *own]))
     return found
 
 

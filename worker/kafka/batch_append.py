@@ -13,13 +13,14 @@ drains with, in one function the compiled build turns into C (setup.py):
   (its errback) and a batch split on MESSAGE_TOO_LARGE still rebinds it.
 It appends only to a batch that exists, is open and has a first record: anything else (a new
 batch, one past batch.size, a batch being sent) returns None and the caller uses the
-accumulator's own append. `Layout.check` proves, once per producer, that a record appended
+accumulator's own append. `check` proves, once per producer, that a record appended
 here gives the bytes kafka-python's own append gives; if not, or if an attribute moved in an
 upgrade, FastSend does not use it (speed lost, not correctness).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -125,27 +126,30 @@ def append(
         return future
 
 
-class _Accumulator:
-    """Just what `append` reads of a RecordAccumulator, around one probe batch."""
+class OneBatch:
+    """Just what `append` reads of a RecordAccumulator, around one batch of one partition
+    (the check's probe; no other thread touches it, so its lock is a no-op)."""
 
     def __init__(self, tp: TopicPartition, batch: Any) -> None:
         self._batches = {tp: [batch]}
-        self._lock = _NoLock()
 
-    def _tp_lock(self, tp: TopicPartition) -> _NoLock:
-        return self._lock
+    def _tp_lock(self, tp: TopicPartition) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
 
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
+_CHECKED: dict[int, bool] = {}  # by batch.size: kafka-python does not change in a process
 
 
 def check(batch_size: int) -> bool:
-    """Does `append` write what kafka-python's own append writes, on this kafka-python?"""
+    """Does `append` write what kafka-python's own append writes, on this kafka-python?
+    Worked out once per batch.size (every checkpoint's outputs ask again)."""
+    known = _CHECKED.get(batch_size)
+    if known is None:
+        known = _CHECKED[batch_size] = _check(batch_size)
+    return known
+
+
+def _check(batch_size: int) -> bool:
     tp = TopicPartition("probe", 0)
     samples: list[tuple[bytes | None, bytes | None, Headers, int]] = [
         (b"k", b"first", [], 1_700_000_000_000),
@@ -156,7 +160,7 @@ def check(batch_size: int) -> bool:
     try:
         theirs = MemoryRecordsBuilder(2, 0, batch_size)
         ours = ProducerBatch(tp, MemoryRecordsBuilder(2, 0, batch_size))
-        probe = _Accumulator(tp, ours)
+        probe = OneBatch(tp, ours)
         for number, (key, value, headers, timestamp) in enumerate(samples):
             theirs.append(timestamp, key, value, headers)
             if number == 0:  # a first record always goes through kafka-python's own append
