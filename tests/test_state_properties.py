@@ -4,7 +4,8 @@ Over streams long enough for visits to expire and charges to be retired: where s
 changelog checkpoints (write, then restore into a fresh state, as after a crash or a rebalance)
 fall changes no decision, and no (charge_id, decision_version) is ever published twice with
 different content; and a state that keeps a single visit decoded (every other one held as its
-changelog bytes) decides and writes exactly what one that keeps them all decoded does.
+changelog bytes), or whose decoded set is resized as it goes, decides and writes exactly what
+one that keeps them all decoded does.
 """
 
 from __future__ import annotations
@@ -129,20 +130,24 @@ def test_holding_visits_serialized_changes_no_decision_and_no_changelog_byte(
 ) -> None:
     cold = PartitionState(0, RETENTION, version_memory=SHORT_MEMORY, hot_visits=1)
     warm = PartitionState(0, RETENTION, version_memory=SHORT_MEMORY)
+    resized = PartitionState(0, RETENTION, version_memory=SHORT_MEMORY, hot_visits=2)
     for offset, event in enumerate(events):
         source = DecisionSource(topic="t", partition=0, offset=offset, event_id=event.event_id)
+        resized.visits.resize(1 if offset % 4 == 3 else 4)  # as a replay's focus moves
         outcomes = []
-        for state in (cold, warm):
+        for state in (cold, warm, resized):
             try:
                 outcomes.append(emitted(state.decide(event, source, PACKS)))
             except UndecidableRecord as bad:
                 outcomes.append([bad.kind])  # type: ignore[list-item]
-        assert outcomes[0] == outcomes[1], offset
+        assert outcomes[0] == outcomes[1] == outcomes[2], offset
         if offset % 3 == 2:
-            cold.sweep()
-            warm.sweep()
-            assert list(cold.take_writes()) == list(warm.take_writes())
-    assert cold.held == warm.held and cold.book.home == warm.book.home
-    for state in (cold, warm):  # the day index holds exactly the visits held
+            for state in (cold, warm, resized):
+                state.sweep()
+            writes = list(warm.take_writes())
+            assert list(cold.take_writes()) == writes == list(resized.take_writes())
+    assert cold.held == warm.held == resized.held
+    assert cold.book.home == warm.book.home == resized.book.home
+    for state in (cold, warm, resized):  # the day index holds exactly the visits held
         indexed = [k for day in state._visits_by_day.values() for k in day]
         assert sorted(indexed) == sorted(state.visits)

@@ -8,8 +8,12 @@ still being written (a live worker's outputs) is read to a point rather than cha
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import TypeVar
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
@@ -19,6 +23,7 @@ from worker.kafka import clients
 from worker.kafka.records import Record
 
 Batch = tuple[TopicPartition, list[Record]]
+T = TypeVar("T")
 
 
 def read_ranges(
@@ -151,3 +156,48 @@ def follow(
                 yield from records
     finally:
         consumer.close(autocommit=False)
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
+    """`items`, drawn by a thread of their own up to `depth` ahead of the caller.
+
+    For a reader that alternates between waiting on fetches and deciding: the next fetch is
+    in flight while the last batch is decided (kafka-python sends a partition's next fetch
+    only once its buffered records are taken). Everything `items` touches (a consumer) must
+    be used by nothing else until this iterator is exhausted or closed; closing it stops and
+    joins the thread. An exception in `items` is raised here, after the items before it.
+    """
+    slots: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def draw() -> None:
+        try:
+            for item in items:
+                slots.put((True, item))
+                if stop.is_set():
+                    break
+            else:
+                slots.put((False, None))
+        except BaseException as error:  # handed to the caller, raised in its thread
+            slots.put((False, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # in this thread: a generator's cleanup may use the consumer
+
+    thread = threading.Thread(target=draw, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = slots.get()
+            if not more:
+                if isinstance(item, BaseException):
+                    raise item
+                return
+            yield item  # type: ignore[misc]  # items put with more=True are T
+    finally:
+        stop.set()
+        while thread.is_alive():  # free the slot a blocked put waits for; it then sees stop
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        thread.join()

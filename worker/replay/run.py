@@ -24,6 +24,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import IO
 
 from kafka import KafkaConsumer
@@ -36,7 +37,7 @@ from rules.visit import VisitKey
 from worker.errors import RecordFailed, ReplayError, UndecidableRecord
 from worker.kafka import clients
 from worker.kafka.admin import TopicSpec, create_topics
-from worker.kafka.reading import read_ranges
+from worker.kafka.reading import read_ahead, read_ranges
 from worker.kafka.records import Record
 from worker.processing.batch import Batch
 from worker.processing.collector import settle_collector
@@ -67,6 +68,7 @@ from worker.serde.registry_source import codec_for
 from worker.state.store import PartitionState, new_state
 
 _POLL_RECORDS = 2000
+_READ_AHEAD = 4  # batches read ahead of the one being decided (at most 8,000 records)
 _MAINTENANCE_EVERY = 20_000  # records between state sweeps (bounds replay memory)
 EMIT_EVERY = 1000  # records between emitted batches (as the live worker's checkpoints)
 
@@ -81,6 +83,7 @@ class _Replayer:
         config = options.config
         self.codec = codec
         self.partitions = partitions
+        self.hot_visits = config.hot_visits
         self.report = report
         self.states: dict[int, PartitionState] = {
             n: new_state(config, n) for n in range(partitions)
@@ -98,6 +101,15 @@ class _Replayer:
         self.partial_keys: set[VisitKey] = set()
         self.batch = Batch()
         self._since_maintenance = 0
+
+    def focus(self, partition: int) -> None:
+        """Partitions are replayed one at a time, so the one being read gets the whole budget
+        of decoded visits the live worker spreads over all of them (config.hot_visits per
+        partition): memory stays what the live worker's is, and a visit is seldom encoded
+        only to be decoded again."""
+        share = self.hot_visits
+        for n, state in self.states.items():
+            state.visits.resize(share * self.partitions if n == partition else share)
 
     def start_emitting(self) -> None:
         """From here on decisions are reported and flagged (the replayed range)."""
@@ -309,11 +321,37 @@ class _Phases:
         if not todo:
             return 0
         self.progress.start(name, todo)
-        read = 0
-        for p in sorted(todo):
+        read, current = 0, -1
+        for p, batch in read_ahead(self._batches(bounds, sorted(todo)), _READ_AHEAD):
+            if p != current:
+                current = p
+                self.progress.begin_partition(p)
+                self.replayer.focus(p)
+            if batch is None:  # the partition is read
+                if outputs is not None:
+                    self.replayer.emit(outputs)
+                self.progress.finish_partition(p)
+                continue
+            # New schema ids fetched before the batch is decided: a silent registry is
+            # waited for (bounded), never a reason to dead-letter (processing.schema_wait).
+            values = [r.value for r in batch]
+            while not self.schema_wait.fetched(self.replayer.codec, values):
+                pass
+            if outputs is None:
+                self.replayer.scan(batch)
+            else:
+                self.replayer.fold(batch, outputs)
+            read += len(batch)
+            self.progress.advance(p, len(batch))
+        return read
+
+    def _batches(
+        self, bounds: dict[int, tuple[int, int]], partitions: list[int]
+    ) -> Iterator[tuple[int, list[Record] | None]]:
+        """Each partition's batches in offset order, then (partition, None) once it is read."""
+        for p in partitions:
             lo, hi = bounds[p]
             tp = TopicPartition(self.topic, p)
-            self.progress.begin_partition(p)
             for _, batch in read_ranges(
                 self.consumer,
                 {tp: lo},
@@ -321,18 +359,5 @@ class _Phases:
                 stall_timeout_s=self.stall_timeout_s,
                 max_records=_POLL_RECORDS,
             ):
-                # New schema ids fetched before the batch is decided: a silent registry is
-                # waited for (bounded), never a reason to dead-letter (processing.schema_wait).
-                values = [r.value for r in batch]
-                while not self.schema_wait.fetched(self.replayer.codec, values):
-                    pass
-                if outputs is None:
-                    self.replayer.scan(batch)
-                else:
-                    self.replayer.fold(batch, outputs)
-                read += len(batch)
-                self.progress.advance(p, len(batch))
-            if outputs is not None:
-                self.replayer.emit(outputs)
-            self.progress.finish_partition(p)
-        return read
+                yield p, batch
+            yield p, None

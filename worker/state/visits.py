@@ -25,7 +25,7 @@ from rules.visit import Visit, VisitKey
 from worker.state.lines import LineRecord, lines_of
 from worker.state.visit_format import VisitCodec
 
-BODY_LIMIT_FACTOR = 2  # Avro bodies remembered, per decoded visit allowed
+BODY_LIMIT_FACTOR = 2  # Avro bodies remembered per generation, per decoded visit allowed
 
 
 class VisitStore(MutableMapping[VisitKey, Visit]):
@@ -36,8 +36,10 @@ class VisitStore(MutableMapping[VisitKey, Visit]):
         self._hot: OrderedDict[VisitKey, Visit] = OrderedDict()
         self._changed: set[VisitKey] = set()  # decoded visits their value no longer matches
         # A charge's Avro body by the charge object (kept alive by the entry, so its id is
-        # not reused while the entry lives), to copy it into the visit's next value.
+        # not reused while the entry lives), to copy it into the visit's next value. Two
+        # generations: a full one becomes the older, so the latest bodies are always kept.
         self._bodies: dict[int, tuple[Charge, bytes]] = {}
+        self._older_bodies: dict[int, tuple[Charge, bytes]] = {}
 
     # -- the mapping ---------------------------------------------------------------------------
 
@@ -110,15 +112,28 @@ class VisitStore(MutableMapping[VisitKey, Visit]):
         assert raw is not None
         return self.codec.read_lines(raw)
 
+    def resize(self, hot_limit: int) -> None:
+        """Keep up to `hot_limit` visits decoded from now on (the oldest past it are encoded
+        and dropped now)."""
+        hot_limit = max(hot_limit, 1)
+        # Encoded while the larger limit still sizes the Avro bodies kept: the visits leaving
+        # copy their charges' bodies rather than encode each charge again.
+        self._evict(hot_limit)
+        self.hot_limit = hot_limit
+        if len(self._bodies) + len(self._older_bodies) > 2 * BODY_LIMIT_FACTOR * hot_limit:
+            self._bodies, self._older_bodies = {}, {}
+
     def remember(self, charge: Charge, body: bytes) -> None:
         """`body` is `charge`'s Avro body under our current schema (copied into values)."""
         bodies = self._bodies
         if len(bodies) >= BODY_LIMIT_FACTOR * self.hot_limit:
-            bodies.clear()
+            self._older_bodies, self._bodies = bodies, {}
+            bodies = self._bodies
         bodies[id(charge)] = (charge, body)
 
     def body(self, charge: Charge) -> bytes:
-        found = self._bodies.get(id(charge))
+        key = id(charge)
+        found = self._bodies.get(key) or self._older_bodies.get(key)
         if found is not None and found[0] is charge:
             return found[1]
         body = self.codec.encode_charge(charge)
@@ -129,8 +144,9 @@ class VisitStore(MutableMapping[VisitKey, Visit]):
         self._hot[key] = visit
         self._evict()
 
-    def _evict(self) -> None:
-        while len(self._hot) > self.hot_limit:
+    def _evict(self, limit: int | None = None) -> None:
+        keep = self.hot_limit if limit is None else limit
+        while len(self._hot) > keep:
             key, _ = next(iter(self._hot.items()))
             if key in self._changed:
                 self.value(key)  # encoded before it goes: the value is the visit now
