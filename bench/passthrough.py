@@ -13,6 +13,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,13 @@ def run_passthrough(
     transactional_id: str,
     commit_interval_ms: int = 100,
     timeout_s: float = 600.0,
+    on_joined: Callable[[], None] | None = None,
 ) -> PassthroughResult:
-    """Copy `expected` records in_topic -> out_topic, one transaction per commit interval."""
+    """Copy `expected` records in_topic -> out_topic, one transaction per commit interval.
+
+    Each copy keeps its input's CreateTime, so a reader of out_topic sees how long a record
+    took through it. `on_joined` is called once the group has given the copy its partitions.
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
@@ -92,7 +98,13 @@ def run_passthrough(
         while copied < expected or txn_started is not None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"copied {copied}/{expected} in {timeout_s}s")
-            batches = consumer.poll(timeout_ms=commit_interval_ms) if copied < expected else {}
+            if on_joined is not None and consumer.assignment():
+                on_joined()
+                on_joined = None
+            wait_ms = commit_interval_ms
+            if txn_started is not None:  # until the open transaction is due
+                wait_ms -= int((time.monotonic() - txn_started) * 1000)
+            batches = consumer.poll(timeout_ms=max(wait_ms, 0)) if copied < expected else {}
             for tp, records in batches.items():
                 if started is None:
                     started = time.monotonic()
@@ -100,7 +112,7 @@ def run_passthrough(
                     producer.begin_transaction()
                     txn_started = time.monotonic()
                 for r in records:
-                    producer.send(out_topic, key=r.key, value=r.value)
+                    producer.send(out_topic, key=r.key, value=r.value, timestamp_ms=r.timestamp)
                 offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
                 copied += len(records)
             due = txn_started is not None and (

@@ -20,7 +20,10 @@ charge events (`worker.sample.generate_events`) in one input topic:
    - visible: when a read_committed consumer tailing the outputs received the decision, minus
      the input record's CreateTime - what a downstream reader sees (includes the commit).
    The load generator and the tail run in processes of their own, so the worker's process
-   holds the worker alone, as in production; all share the machine's 2 cores with the broker;
+   holds the worker alone, as in production; all share the machine's 2 cores with the broker.
+   - floor: once the worker has stopped, the same events at the same rate through
+     kafka-python's transactional copy alone (bench.passthrough_latency), visible to the same
+     kind of tail: no worker makes a decision visible sooner than this copies a record;
 3. worker, at-least-once: the same input once more (after the first round), without
    transactions;
 4. with `--processes N` (2; 1 leaves it out), each round also runs the worker as deployed on a
@@ -43,7 +46,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -51,6 +54,7 @@ from kafka.structs import TopicPartition
 
 from bench.common import bench_broker
 from bench.passthrough import PassthroughResult, passthrough_beside
+from bench.passthrough_latency import passthrough_latency
 from bench.worker_processes import report_units, run_unit, unit_config
 from rules.model import ChargeEvent
 from worker.cli.cluster import produce_events
@@ -365,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             live.stop.set()
             live.thread.join(timeout=60)
+        latency.floor_achieved, latency.floor = _floor_phase(live.worker.config, args, latency)
     _report(broker_kind, args.partitions, pairs, at_least_once, latency)
     if units:
         report_units(args.processes, [p.events_per_s for p, _ in pairs], units)
@@ -376,6 +381,10 @@ class Latency:
     achieved: float  # events/s of the paced load
     stamped: list[float]
     visible: list[float]
+    count: int  # events paced
+    day: dt.date  # their date of service
+    floor_achieved: float = math.nan  # the passthrough's run of the same events
+    floor: list[float] = field(default_factory=list)  # its visible delays
 
 
 def _latency_phase(
@@ -392,7 +401,7 @@ def _latency_phase(
     outputs = [config.corrected_topic, config.held_topic]
     ends = {(tp.topic, tp.partition): o for tp, o in _ends(bootstrap, outputs).items()}
     spawn = multiprocessing.get_context("spawn")
-    ready, done, arrivals, achieved = spawn.Event(), spawn.Event(), spawn.Queue(), spawn.Queue()
+    ready, done, arrivals = spawn.Event(), spawn.Event(), spawn.Queue()
     tail = spawn.Process(
         target=_tail, args=(bootstrap, outputs, ends, ready, done, arrivals), daemon=True
     )
@@ -401,12 +410,7 @@ def _latency_phase(
         if not ready.wait(60):
             raise TimeoutError("output tail did not start")
         day = _next_day(events)
-        load = spawn.Process(
-            target=_paced, args=(config, count, args.seed + 1, day, rate, achieved), daemon=True
-        )
-        load.start()
-        rate_achieved = achieved.get(timeout=args.latency_seconds * 4 + 120)
-        load.join(timeout=30)
+        rate_achieved = _paced_load(config, count, args.seed + 1, day, rate)
         _wait(worker.caught_up, 300.0, "worker caught up after the paced phase", live.thread)
         done.set()
         seen: list[Arrival] = arrivals.get(timeout=120)
@@ -414,7 +418,37 @@ def _latency_phase(
         done.set()
         tail.join(timeout=30)
     stamped, visible = _latencies(config, seen, first_offsets)
-    return Latency(rate_achieved, stamped, visible)
+    return Latency(rate_achieved, stamped, visible, count, day)
+
+
+def _paced_load(config: WorkerConfig, count: int, seed: int, day: dt.date, rate: float) -> float:
+    """`count` fresh events of `day` into config.input_topic at `rate`, from a process of
+    their own; the rate achieved."""
+    spawn = multiprocessing.get_context("spawn")
+    achieved = spawn.Queue()
+    load = spawn.Process(target=_paced, args=(config, count, seed, day, rate, achieved))
+    load.start()
+    try:
+        rate_achieved: float = achieved.get(timeout=count / rate * 4 + 120)
+    finally:
+        load.join(timeout=30)
+    return rate_achieved
+
+
+def _floor_phase(
+    config: WorkerConfig, args: argparse.Namespace, latency: Latency
+) -> tuple[float, list[float]]:
+    """The same events at the same rate through kafka-python's transactional copy alone
+    (bench.passthrough_latency), once the worker has stopped."""
+    assert config.bootstrap_servers
+
+    def load(topic: str) -> float:
+        into = replace(config, input_topic=topic)
+        return _paced_load(into, latency.count, args.seed + 1, latency.day, latency.achieved)
+
+    return passthrough_latency(
+        config.bootstrap_servers, config.app_id, args.partitions, latency.count, load
+    )
 
 
 def _report(
@@ -475,13 +509,14 @@ def _report(
         f"event -> decision latency, {len(latency.stamped)} charges' first decisions at "
         f"{latency.achieved:,.0f} events/s (paced; half the worker's median unless given):"
     )
-    print(f"  {'':<34}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
+    print(f"  {'':<42}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
     for name, values in (
         ("record timestamps (out - in)", latency.stamped),
         ("visible to read_committed reader", latency.visible),
+        (f"floor: passthrough, visible ({latency.floor_achieved:,.0f}/s)", latency.floor),
     ):
         print(
-            f"  {name:<34}{_percentile(values, 50):>8.0f}{_percentile(values, 99):>8.0f}"
+            f"  {name:<42}{_percentile(values, 50):>8.0f}{_percentile(values, 99):>8.0f}"
             f"{max(values, default=math.nan):>8.0f}"
         )
 
