@@ -12,7 +12,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from kafka import KafkaConsumer
@@ -158,14 +158,19 @@ def follow(
         consumer.close(autocommit=False)
 
 
-def read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
-    """`items`, drawn by a thread of their own up to `depth` ahead of the caller.
+@contextlib.contextmanager
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[Iterator[T]]:
+    """`items`, drawn by a thread of their own up to `depth` ahead of the caller:
+
+        with read_ahead(batches, 4) as ahead:
+            for batch in ahead: ...
 
     For a reader that alternates between waiting on fetches and deciding: the next fetch is
     in flight while the last batch is decided (kafka-python sends a partition's next fetch
     only once its buffered records are taken). Everything `items` touches (a consumer) must
-    be used by nothing else until this iterator is exhausted or closed; closing it stops and
-    joins the thread. An exception in `items` is raised here, after the items before it.
+    be used by nothing else inside the block; leaving it, by an exception too, stops and joins
+    the thread, so the consumer may be closed right after. An exception in `items` is raised
+    in the caller's thread, after the items before it.
     """
     slots: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=max(depth, 1))
     stop = threading.Event()
@@ -185,9 +190,7 @@ def read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
             if close is not None:
                 close()  # in this thread: a generator's cleanup may use the consumer
 
-    thread = threading.Thread(target=draw, name="read-ahead", daemon=True)
-    thread.start()
-    try:
+    def taken() -> Iterator[T]:
         while True:
             more, item = slots.get()
             if not more:
@@ -195,6 +198,11 @@ def read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
                     raise item
                 return
             yield item  # type: ignore[misc]  # items put with more=True are T
+
+    thread = threading.Thread(target=draw, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        yield taken()
     finally:
         stop.set()
         while thread.is_alive():  # free the slot a blocked put waits for; it then sees stop

@@ -322,28 +322,33 @@ class _Phases:
             return 0
         self.progress.start(name, todo)
         read, current = 0, -1
-        for p, batch in read_ahead(self._batches(bounds, sorted(todo)), _READ_AHEAD):
-            if p != current:
-                current = p
-                self.progress.begin_partition(p)
-                self.replayer.focus(p)
-            if batch is None:  # the partition is read
-                if outputs is not None:
-                    self.replayer.emit(outputs)
-                self.progress.finish_partition(p)
-                continue
-            # New schema ids fetched before the batch is decided: a silent registry is
-            # waited for (bounded), never a reason to dead-letter (processing.schema_wait).
-            values = [r.value for r in batch]
-            while not self.schema_wait.fetched(self.replayer.codec, values):
-                pass
-            if outputs is None:
-                self.replayer.scan(batch)
-            else:
-                self.replayer.fold(batch, outputs)
-            read += len(batch)
-            self.progress.advance(p, len(batch))
+        with read_ahead(self._batches(bounds, sorted(todo)), _READ_AHEAD) as batches:
+            for p, batch in batches:
+                if p != current:
+                    current = p
+                    self.progress.begin_partition(p)
+                    self.replayer.focus(p)
+                read += self._take(p, batch, outputs)
         return read
+
+    def _take(self, p: int, batch: list[Record] | None, outputs: Outputs | None) -> int:
+        """Fold or scan one batch of partition `p` (None: `p` is read); the records it held."""
+        if batch is None:
+            if outputs is not None:
+                self.replayer.emit(outputs)
+            self.progress.finish_partition(p)
+            return 0
+        # New schema ids fetched before the batch is decided: a silent registry is waited
+        # for (bounded), never a reason to dead-letter (processing.schema_wait).
+        values = [r.value for r in batch]
+        while not self.schema_wait.fetched(self.replayer.codec, values):
+            pass
+        if outputs is None:
+            self.replayer.scan(batch)
+        else:
+            self.replayer.fold(batch, outputs)
+        self.progress.advance(p, len(batch))
+        return len(batch)
 
     def _batches(
         self, bounds: dict[int, tuple[int, int]], partitions: list[int]
