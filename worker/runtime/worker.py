@@ -52,6 +52,7 @@ from worker.runtime.checkpoint import Checkpoint
 from worker.runtime.failures import BatchFailures, restart_reason
 from worker.runtime.gauges import Gauges
 from worker.runtime.outage import Outage
+from worker.runtime.poll_budget import PollBudget
 from worker.runtime.recovery import Recovery
 from worker.runtime.startup import await_brokers, await_topics
 from worker.runtime.transactor import Transactor
@@ -120,6 +121,7 @@ class Worker:
         )
         self._clients: _Clients | None = None
         self._open: Checkpoint | None = None  # the batch being decided, not yet committed
+        self.poll_budget = PollBudget(config.max_poll_records)
         self._partitions: dict[str, int] = {}  # partition counts of the output topics
 
     @property
@@ -217,7 +219,7 @@ class Worker:
         if self.transactor.producer is None:
             self._reopen_producer()
         records = consumer.poll(
-            timeout_ms=self._poll_timeout_ms(), max_records=self.config.max_poll_records
+            timeout_ms=self._poll_timeout_ms(), max_records=self.poll_budget.records(self._open)
         )
         try:
             self.recovery.restore_pending(self._restore_tick)
@@ -308,7 +310,8 @@ class Worker:
         if self._open is None:
             self._open = Checkpoint(self.config, self.transactor, consumer, self.metrics)
         checkpoint = self._open
-        deadline = time.monotonic() + self.config.max_batch_ms / 1000
+        began = time.monotonic()
+        deadline = began + self.config.max_batch_ms / 1000
         try:
             for tp, partition_records in records.items():
                 if not self.recovery.is_ready_to_process(tp.partition):
@@ -316,6 +319,7 @@ class Worker:
                     consumer.seek(tp, partition_records[0].offset)
                     continue
                 self._partition(checkpoint, tp, partition_records, deadline)
+            self.poll_budget.observe(sum(map(len, records.values())), time.monotonic() - began)
         except (FatalError, Stopping):
             raise
         except Exception as error:
