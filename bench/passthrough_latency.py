@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
+from bench.common import committed_tail
 from bench.passthrough import run_passthrough
 from worker.kafka.admin import TopicSpec, create_topics
 
@@ -25,29 +22,11 @@ from worker.kafka.admin import TopicSpec, create_topics
 def _tail(bootstrap_servers: str, topic: str, ready: Any, done: Any, out: Any) -> None:
     """In its own process: ms from each copy's CreateTime to its arrival here, put on `out`
     once `done` is set and the topic has been quiet for 2 s."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        fetch_max_wait_ms=10,
-    )
     delays: list[float] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)  # a new topic: everything on it is the copy's
-        ready.set()
-        quiet_since = time.monotonic()
-        while not done.is_set() or time.monotonic() - quiet_since < 2.0:
-            polled = consumer.poll(timeout_ms=50)
-            if polled:
-                quiet_since = time.monotonic()
-            now_ms = time.time() * 1000
-            for records in polled.values():
-                delays.extend(now_ms - r.timestamp for r in records)
+    try:  # a new topic: everything on it is the copy's
+        for now_ms, records in committed_tail(bootstrap_servers, [topic], {}, ready, done):
+            delays.extend(now_ms - r.timestamp for r in records)
     finally:
-        consumer.close(autocommit=False)
         out.put(delays)
 
 

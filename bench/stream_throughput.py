@@ -49,10 +49,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kafka.structs import TopicPartition
 
-from bench.common import bench_broker
+from bench.common import bench_broker, committed_tail
 from bench.passthrough import PassthroughResult, passthrough_beside
 from bench.passthrough_latency import passthrough_latency
 from bench.worker_processes import report_units, run_unit, unit_config
@@ -100,40 +100,21 @@ def _tail(
     noting when each decision arrived (wall ms); after `done`, once quiet for 2 s, the
     arrivals are put on `arrivals`."""
     codec = Codec()
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        fetch_max_wait_ms=10,
-    )
     seen: list[Arrival] = []
     try:
-        tps = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t))
-        ]
-        consumer.assign(tps)
-        # Start at the current end (ends found by reading: ListOffsets is wrong on Tansu).
-        for tp in tps:
-            consumer.seek(tp, start_offsets.get((tp.topic, tp.partition), 0))
-        ready.set()
-        quiet_since = time.monotonic()
-        while not done.is_set() or time.monotonic() - quiet_since < 2.0:
-            polled = consumer.poll(timeout_ms=50)
-            if polled:
-                quiet_since = time.monotonic()
-            for records in polled.values():
-                now_ms = int(time.time() * 1000)
-                for r in records:
-                    # The Avro dict, not the pydantic model: the tail shares the worker's
-                    # 2 cores, and it needs three fields.
-                    d = codec.decode(r.value, DECISION)
-                    source = d["source"]
-                    seen.append(
-                        (now_ms, d["charge_id"], source["partition"], source["offset"], r.timestamp)
-                    )
+        # Starts at the current end (ends found by reading: ListOffsets is wrong on Tansu).
+        for now_ms, records in committed_tail(
+            bootstrap_servers, topics, start_offsets, ready, done
+        ):
+            for r in records:
+                # The Avro dict, not the pydantic model: the tail shares the worker's 2 cores,
+                # and it needs three fields.
+                d = codec.decode(r.value, DECISION)
+                source = d["source"]
+                seen.append(
+                    (now_ms, d["charge_id"], source["partition"], source["offset"], r.timestamp)
+                )
     finally:
-        consumer.close(autocommit=False)
         arrivals.put(seen)
 
 
