@@ -311,15 +311,15 @@ class Worker:
             self._open = Checkpoint(self.config, self.transactor, consumer, self.metrics)
         checkpoint = self._open
         began = time.monotonic()
-        deadline = began + self.config.max_batch_ms / 1000
+        deadline, decided = began + self.config.max_batch_ms / 1000, 0
         try:
             for tp, partition_records in records.items():
                 if not self.recovery.is_ready_to_process(tp.partition):
                     # Not restored (or revoked meanwhile): read these again once it is.
                     consumer.seek(tp, partition_records[0].offset)
                     continue
-                self._partition(checkpoint, tp, partition_records, deadline)
-            self.poll_budget.observe(sum(map(len, records.values())), time.monotonic() - began)
+                decided += self._partition(checkpoint, tp, partition_records, deadline)
+            self.poll_budget.observe(decided, time.monotonic() - began)
         except (FatalError, Stopping):
             raise
         except Exception as error:
@@ -328,7 +328,8 @@ class Worker:
 
     def _partition(
         self, checkpoint: Checkpoint, tp: TopicPartition, records: list[Any], deadline: float
-    ) -> None:
+    ) -> int:
+        """Decide `records` into the batch until `deadline`; how many it decided."""
         processor, batch, consumer = self.processor, checkpoint.batch, checkpoint.consumer
         partitions = self.recovery.partitions
         done = 0
@@ -345,6 +346,7 @@ class Worker:
         if done:
             checkpoint.consumed(tp, records[0].offset, records[done - 1].offset)
             processor.sensor.consumed(tp.topic, done)
+        return done
 
     def _checkpoint(self) -> None:
         checkpoint, self._open = self._open, None
