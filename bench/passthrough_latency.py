@@ -43,7 +43,9 @@ def passthrough_latency(
     create_topics(bootstrap_servers, [TopicSpec(source, partitions), TopicSpec(copy, partitions)])
     spawn = multiprocessing.get_context("spawn")
     ready, done, out = spawn.Event(), spawn.Event(), spawn.Queue()
-    tail = spawn.Process(target=_tail, args=(bootstrap_servers, copy, ready, done, out))
+    tail = spawn.Process(
+        target=_tail, args=(bootstrap_servers, copy, ready, done, out), daemon=True
+    )
     tail.start()
     joined = threading.Event()
     failed: list[BaseException] = []

@@ -407,7 +407,9 @@ def _paced_load(config: WorkerConfig, count: int, seed: int, day: dt.date, rate:
     their own; the rate achieved."""
     spawn = multiprocessing.get_context("spawn")
     achieved = spawn.Queue()
-    load = spawn.Process(target=_paced, args=(config, count, seed, day, rate, achieved))
+    load = spawn.Process(
+        target=_paced, args=(config, count, seed, day, rate, achieved), daemon=True
+    )
     load.start()
     try:
         rate_achieved: float = achieved.get(timeout=count / rate * 4 + 120)
