@@ -203,6 +203,9 @@ class _Counting:
     def decided(self, decision: object, occurred_at: dt.datetime) -> None:
         self.decisions += 1
 
+    def emitted(self) -> None:
+        return None
+
     def dead_lettered(self, record: object, kind: ErrorKind, message: str) -> None:
         self.dead.append((kind, message))
 

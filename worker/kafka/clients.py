@@ -11,6 +11,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from worker.config import Guarantee, WorkerConfig
+from worker.kafka import fast_records
 from worker.kafka.assignor import CopartitionedCooperativeStickyAssignor
 
 # kafka-python backs off reconnects exponentially up to 30 s by default: after an outage a
@@ -67,6 +68,7 @@ def isolation(config: WorkerConfig) -> str:
 
 def group_consumer(config: WorkerConfig) -> KafkaConsumer:
     """The worker's member of the consumer group: offsets are committed in transactions."""
+    fast_records.install()
     consumer = KafkaConsumer(
         **common(config, config.instance_id),
         **_worker_client(config),
@@ -111,6 +113,7 @@ def worker_producer(config: WorkerConfig) -> KafkaProducer:
 
 def reader(config: WorkerConfig, role: str, **overrides: Any) -> KafkaConsumer:
     """A consumer outside any group (partitions assigned directly, nothing committed)."""
+    fast_records.install()
     options: dict[str, Any] = {
         "group_id": None,
         "enable_auto_commit": False,

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
+import math
+import threading
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from rules.charge import Decision
 from rules.model import DecisionStatus, ErrorKind
@@ -108,10 +115,11 @@ class Metrics:
             "Wall time to decide one polled batch and commit its transaction.",
             BATCH_BUCKETS,
         )
-        self.event_to_decision_seconds = histogram(
-            "event_to_decision_seconds",
+        self.event_to_decision_seconds = BulkHistogram(
+            f"{PREFIX}_event_to_decision_seconds",
             "Event time (occurred_at) to decision emitted.",
             EVENT_TO_DECISION_BUCKETS,
+            self.registry,
         )
         # -- Kafka
         self.transactions = counter(
@@ -197,28 +205,99 @@ class Metrics:
         self.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
 
 
+class BulkHistogram(Collector):
+    """A Prometheus histogram that takes a batch's observations in one call.
+
+    prometheus_client's Histogram takes a lock and walks its buckets in Python for every
+    observation: about 2.4 µs, once per decision. This one counts a whole batch's values into
+    buckets with `bisect` first and merges them under one lock (`observe_many`). It is
+    exposed as a custom collector, prometheus_client's documented way to serve values kept
+    elsewhere: the same `_bucket` (cumulative, `le` formatted as prometheus_client formats
+    it), `_count` and `_sum` series, without `_created`.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = (*buckets, math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # the HTTP thread collects while the worker observes
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds = self._bounds
+        counts = [0] * len(bounds)
+        total = 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1  # a bucket holds values <= its bound
+            total += value
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = self._counts, self._sum
+        buckets = [
+            (floatToGoString(bound), float(count))  # type: ignore[no-untyped-call]
+            for bound, count in zip(self._bounds, itertools.accumulate(counts), strict=True)
+        ]
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+
 class PrometheusSensor:
     """The processing path's sensor (worker.processing.sensor.Sensor) for the live worker."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        # Labelled children, looked up once: this runs for every decision.
-        self._decisions = {s: metrics.decisions.labels(status=s) for s in DECISION_STATUSES}
-        self._observe_lag = metrics.event_to_decision_seconds.observe
+        # Labelled children, looked up once.
+        self._decisions = {s: metrics.decisions.labels(status=s.value) for s in DecisionStatus}
+        # What the batch being emitted decided, counted into the metrics once it is all
+        # emitted (`emitted`): per decision, a Prometheus update takes a lock and, for a
+        # histogram, a walk of its buckets in Python (about 5 µs a decision in all).
+        self._statuses: dict[DecisionStatus, int] = dict.fromkeys(DecisionStatus, 0)
+        self._holds: dict[str, int] = {}
+        self._corrections: dict[str, int] = {}
+        self._occurred: list[dt.datetime] = []
 
     def consumed(self, topic: str, records: int) -> None:
         self.metrics.events_consumed.labels(topic=topic).inc(records)
 
     def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
         status = decision.status
-        self._decisions[status.value].inc()
+        self._statuses[status] += 1
         if status is not DecisionStatus.RETRACTED and status is not DecisionStatus.VOIDED:
             for correction in decision.corrections:
-                self.metrics.corrections.labels(rule_id=correction.rule_id).inc()
+                fixes = self._corrections
+                fixes[correction.rule_id] = fixes.get(correction.rule_id, 0) + 1
             for hold in decision.holds:
-                self.metrics.holds.labels(rule_id=hold.rule_id).inc()
-        lag = time.time() - occurred_at.timestamp()
-        self._observe_lag(lag if lag > 0 else 0.0)
+                self._holds[hold.rule_id] = self._holds.get(hold.rule_id, 0) + 1
+        self._occurred.append(occurred_at)
+
+    def emitted(self) -> None:
+        metrics = self.metrics
+        for status, count in self._statuses.items():
+            if count:
+                self._decisions[status].inc(count)
+                self._statuses[status] = 0
+        for rule_id, count in self._corrections.items():
+            metrics.corrections.labels(rule_id=rule_id).inc(count)
+        for rule_id, count in self._holds.items():
+            metrics.holds.labels(rule_id=rule_id).inc(count)
+        self._corrections.clear()
+        self._holds.clear()
+        now = time.time()
+        lags = (now - occurred_at.timestamp() for occurred_at in self._occurred)
+        metrics.event_to_decision_seconds.observe_many(lag if lag > 0 else 0.0 for lag in lags)
+        self._occurred.clear()
 
     def dead_lettered(self, record: Record, kind: ErrorKind, message: str) -> None:
         self.metrics.dlq_records.labels(error_kind=kind.value).inc()

@@ -99,20 +99,32 @@ class Batch:
         """Hand everything to `outputs`, partition by partition, in processing order. Each
         output names the input record it answers for (`outputs.origin`), so one the broker
         refuses can be laid at that record's door."""
-        for share in self.shares.values():
-            for record, kind, message, bare in share.letters:
-                outputs.origin = (record.topic, record.partition, record.offset)
-                outputs.dead_letter(record, kind, message, bare=bare)
-                sensor.dead_lettered(record, kind, message)
-            for record, patient, home in share.rekeyed:
-                outputs.origin = (record.topic, record.partition, record.offset)
-                outputs.rekey(record, patient, home)
-            for pending in share.decisions.values():
-                source = pending.latest.decision.source
-                outputs.origin = pending.own or (source.topic, source.partition, source.offset)
-                _emit(pending, outputs, sensor, decorate)
+        try:
+            for share in self.shares.values():
+                _emit_share(share, outputs, sensor, decorate)
+        finally:
+            sensor.emitted()  # what was emitted is counted, even if the emit stopped early
         outputs.origin = None
         self.shares.clear()
+
+
+def _emit_share(
+    share: _Share,
+    outputs: Outputs,
+    sensor: Sensor,
+    decorate: Callable[[Decision], Decision] | None,
+) -> None:
+    for record, kind, message, bare in share.letters:
+        outputs.origin = (record.topic, record.partition, record.offset)
+        outputs.dead_letter(record, kind, message, bare=bare)
+        sensor.dead_lettered(record, kind, message)
+    for record, patient, home in share.rekeyed:
+        outputs.origin = (record.topic, record.partition, record.offset)
+        outputs.rekey(record, patient, home)
+    for pending in share.decisions.values():
+        source = pending.latest.decision.source
+        outputs.origin = pending.own or (source.topic, source.partition, source.offset)
+        _emit(pending, outputs, sensor, decorate)
 
 
 def _emit(

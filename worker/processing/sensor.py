@@ -23,6 +23,9 @@ class Sensor(Protocol):
         """A decision record (RETRACTED and VOIDED included) was emitted for an event that
         occurred at `occurred_at`."""
 
+    def emitted(self) -> None:
+        """The batch's decisions are all emitted (a sensor may count a batch at once)."""
+
     def dead_lettered(self, record: Record, kind: ErrorKind, message: str) -> None:
         """`record` went to the dead-letter output."""
 
@@ -34,6 +37,9 @@ class NullSensor:
         return None
 
     def decided(self, decision: Decision, occurred_at: dt.datetime) -> None:
+        return None
+
+    def emitted(self) -> None:
         return None
 
     def dead_lettered(self, record: Record, kind: ErrorKind, message: str) -> None:

@@ -60,6 +60,9 @@ class ReportSensor:
         if current is None or table_rank(decision) > table_rank(current):
             self.latest[decision.charge_id] = decision
 
+    def emitted(self) -> None:
+        return None
+
     def dead_lettered(self, record: Record, kind: ErrorKind, message: str) -> None:
         self.report.dlq += 1
 

@@ -21,57 +21,16 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
+from worker.serde.varints import SMALL as _SMALL
+from worker.serde.varints import VARINTS as _VARINTS
+from worker.serde.varints import read_long, varint
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
-def _varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)  # zigzag: small magnitudes, either sign, take few bytes
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_SMALL = 4096
-_VARINTS = tuple(_varint(n) for n in range(-_SMALL, _SMALL))
-
-
 class UnsupportedSchema(ValueError):
     """A schema shape the generator does not handle (use fastavro for it)."""
-
-
-def varint(n: int) -> bytes:
-    """The zigzag varint of a long (small ones from a table)."""
-    if -_SMALL <= n < _SMALL:
-        return _VARINTS[n + _SMALL]
-    return _varint(n)
-
-
-def read_long(data: bytes, i: int) -> tuple[int, int]:
-    """A zigzag varint at `i`: (value, next position)."""
-    c = data[i]
-    i += 1
-    n = c & 0x7F
-    shift = 7
-    while c & 0x80:
-        c = data[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        shift += 7
-        if shift > 70:
-            raise ValueError("varint longer than 10 bytes")
-    return (n >> 1) ^ -(n & 1), i
-
-
-def read_small(data: bytes, i: int) -> tuple[int, int]:
-    """`read_long`, one byte inline: lengths, branches and enums are one byte in practice."""
-    c = data[i]
-    if c < 0x80:
-        return (c >> 1) ^ -(c & 1), i + 1
-    return read_long(data, i)
 
 
 class _Source:

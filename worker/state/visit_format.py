@@ -29,15 +29,9 @@ import fastavro
 from rules.charge import Charge, charge_from_avro, interned
 from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
-from worker.serde.avro_fast import (
-    EPOCH,
-    compile_reader,
-    compile_writer,
-    read_long,
-    read_small,
-    varint,
-)
+from worker.serde.avro_fast import EPOCH, compile_reader, compile_writer
 from worker.serde.framing import EVENT, LocalRegistry
+from worker.serde.varints import read_long, read_small, varint
 from worker.state.lines import (
     NAMESPACE,
     TYPES,

@@ -21,8 +21,9 @@ import msgspec
 from rules.charge import Charge, charge_from_avro, charge_from_dict, interned
 from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
-from worker.serde.avro_fast import compile_reader, read_long
+from worker.serde.avro_fast import compile_reader
 from worker.serde.framing import EVENT, LocalRegistry, RegisteredSchema
+from worker.serde.varints import read_long
 from worker.state.lines import NAMESPACE, TYPES, LineRecord, lines_of, published_schema
 
 FORMAT_1 = 1
