@@ -21,7 +21,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from tests.wheel_build import builder_sources
 from worker.cli.options import from_args
-from worker.observability.metrics import Metrics
+from worker.observability.metrics import BulkHistogram, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -473,6 +473,12 @@ def test_docs_metrics_lists_every_metric_with_its_type_and_labels() -> None:
         assert rows[name][1].startswith("gauge" if kind == "info" else kind), (name, rows[name])
         documented = set(re.findall(r"`(\w+)`", rows[name][2]))
         assert documented == labels, (name, documented, labels)
+    # The metrics served by collectors of our own (no labels).
+    for collector in vars(Metrics()).values():
+        if isinstance(collector, BulkHistogram):
+            registered.add(collector.name)
+            assert rows[collector.name][1].startswith("histogram"), rows[collector.name]
+            assert not re.findall(r"`(\w+)`", rows[collector.name][2])
     assert set(rows) == registered, set(rows) - registered
 
 
