@@ -63,6 +63,14 @@ def _varint(buffer: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("Out of int64 range")
 
 
+def _nullable(buffer: bytes, pos: int) -> tuple[bytes | None, int]:
+    """Nullable bytes at `pos` (a varint length, -1 for null): (value, next position)."""
+    size, pos = _varint(buffer, pos)
+    if size < 0:
+        return None, pos
+    return buffer[pos : pos + size], pos + size
+
+
 def _headers(buffer: bytes, pos: int) -> tuple[list[tuple[str, bytes | None]], int]:
     count, pos = _varint(buffer, pos)
     if count < 0:
@@ -73,12 +81,7 @@ def _headers(buffer: bytes, pos: int) -> tuple[list[tuple[str, bytes | None]], i
         if size < 0:
             raise CorruptRecordError(f"Invalid negative header key size {size}")
         key = buffer[pos : pos + size].decode("utf-8")
-        pos += size
-        size, pos = _varint(buffer, pos)
-        value: bytes | None = None
-        if size >= 0:
-            value = buffer[pos : pos + size]
-            pos += size
+        value, pos = _nullable(buffer, pos + size)
         headers.append((key, value))
         count -= 1
     return headers, pos
@@ -104,16 +107,8 @@ def read_records(batch: Any) -> list[Any]:
         _, pos = _varint(buffer, pos)  # attributes: unused in v2
         ts_delta, pos = _varint(buffer, pos)
         offset_delta, pos = _varint(buffer, pos)
-        size, pos = _varint(buffer, pos)
-        key: bytes | None = None
-        if size >= 0:
-            key = buffer[pos : pos + size]
-            pos += size
-        size, pos = _varint(buffer, pos)
-        value: bytes | None = None
-        if size >= 0:
-            value = buffer[pos : pos + size]
-            pos += size
+        key, pos = _nullable(buffer, pos)
+        value, pos = _nullable(buffer, pos)
         headers, pos = _headers(buffer, pos)
         if pos - start != length:
             raise CorruptRecordError(
