@@ -36,7 +36,7 @@ COMPILED = [
     "worker/kafka/fast_records.py",
     "worker/processing/batch.py",
     "worker/processing/pipeline.py",
-    "worker/serde/varints.py",
+    "worker/varints.py",
     "worker/state/lines.py",
     "worker/state/store.py",
     "worker/state/visit_format.py",

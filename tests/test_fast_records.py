@@ -91,7 +91,7 @@ def test_trailing_bytes_after_the_last_record_are_refused_as_kafka_python_does()
 
 
 def test_a_failed_check_leaves_kafka_python_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fast_records, "_state", {})
+    monkeypatch.setattr(fast_records, "_installed", {})
     monkeypatch.setattr(fast_records, "check", lambda: False)
     monkeypatch.setattr(DefaultRecordBatch, "__iter__", DefaultRecordBatch.__iter__)
     before = DefaultRecordBatch.__dict__["__iter__"]

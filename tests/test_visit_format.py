@@ -20,11 +20,11 @@ from rules.visit import Visit, VisitKey, emitted
 from tests.factories import charge, other_line
 from worker.offline.sample import generate_events
 from worker.serde.framing import LocalRegistry, default_schemas_dir
-from worker.serde.varints import read_long
 from worker.state.lines import lines_of
 from worker.state.store import PartitionState
 from worker.state.visit_format import VISIT_FORMAT, VisitCodec, visit_state_schema
 from worker.state.visit_format_old import FORMAT_1, _state_schema
+from worker.varints import read_long
 
 PACKS = load_packs()
 

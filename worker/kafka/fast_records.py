@@ -36,48 +36,31 @@ from kafka.record.default_records import (
     DefaultRecordBatchBuilder,
 )
 
+from worker.varints import read_small
+
 log = logging.getLogger("charge_capture.kafka")
 
 CONTROL_MASK: int = DefaultRecordBatch.CONTROL_MASK
 TIMESTAMP_TYPE_MASK: int = DefaultRecordBatch.TIMESTAMP_TYPE_MASK
 
-_state: dict[str, Any] = {}  # "original": kafka-python's own __iter__, once installed
-
-
-def _varint(buffer: bytes, pos: int) -> tuple[int, int]:
-    """Kafka's zigzag varint at `pos`: (value, next position)."""
-    b = buffer[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    result = b & 0x7F
-    pos += 1
-    shift = 7
-    while True:
-        b = buffer[pos]
-        result |= (b & 0x7F) << shift
-        pos += 1
-        if b < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift >= 64:
-            raise ValueError("Out of int64 range")
+_installed: dict[str, bool] = {}  # "reader": whether `install` patched iteration (it ran)
 
 
 def _nullable(buffer: bytes, pos: int) -> tuple[bytes | None, int]:
     """Nullable bytes at `pos` (a varint length, -1 for null): (value, next position)."""
-    size, pos = _varint(buffer, pos)
+    size, pos = read_small(buffer, pos)
     if size < 0:
         return None, pos
     return buffer[pos : pos + size], pos + size
 
 
 def _headers(buffer: bytes, pos: int) -> tuple[list[tuple[str, bytes | None]], int]:
-    count, pos = _varint(buffer, pos)
+    count, pos = read_small(buffer, pos)
     if count < 0:
         raise CorruptRecordError(f"Found invalid number of record headers {count}")
     headers: list[tuple[str, bytes | None]] = []
     while count:
-        size, pos = _varint(buffer, pos)
+        size, pos = read_small(buffer, pos)
         if size < 0:
             raise CorruptRecordError(f"Invalid negative header key size {size}")
         key = buffer[pos : pos + size].decode("utf-8")
@@ -102,11 +85,11 @@ def read_records(batch: Any) -> list[Any]:
     make = ControlRecord if batch.is_control_batch else DefaultRecord
     out: list[Any] = []
     while len(out) < count:
-        length, pos = _varint(buffer, pos)
+        length, pos = read_small(buffer, pos)
         start = pos
-        _, pos = _varint(buffer, pos)  # attributes: unused in v2
-        ts_delta, pos = _varint(buffer, pos)
-        offset_delta, pos = _varint(buffer, pos)
+        _, pos = read_small(buffer, pos)  # attributes: unused in v2
+        ts_delta, pos = read_small(buffer, pos)
+        offset_delta, pos = read_small(buffer, pos)
         key, pos = _nullable(buffer, pos)
         value, pos = _nullable(buffer, pos)
         headers, pos = _headers(buffer, pos)
@@ -217,13 +200,13 @@ def check() -> bool:
 
 def install() -> bool:
     """Read batches with `read_records` from now on, if `check` holds (once per process)."""
-    if "original" in _state:
-        return _state["original"] is not None
-    if not check():
+    if "reader" in _installed:
+        return _installed["reader"]
+    if check():
+        # A method that binds the batch: the compiled build's functions are not descriptors.
+        DefaultRecordBatch.__iter__ = partialmethod(_iter)
+        _installed["reader"] = True
+    else:
         log.warning("kafka-python's record batches read record by record (check failed)")
-        _state["original"] = None
-        return False
-    _state["original"] = DefaultRecordBatch.__iter__
-    # A method that binds the batch: the compiled build's functions are not descriptors.
-    DefaultRecordBatch.__iter__ = partialmethod(_iter)
-    return True
+        _installed["reader"] = False
+    return _installed["reader"]

@@ -275,11 +275,11 @@ class PrometheusSensor:
         status = decision.status
         self._statuses[status] += 1
         if status is not DecisionStatus.RETRACTED and status is not DecisionStatus.VOIDED:
+            fixes, holds = self._corrections, self._holds
             for correction in decision.corrections:
-                fixes = self._corrections
                 fixes[correction.rule_id] = fixes.get(correction.rule_id, 0) + 1
             for hold in decision.holds:
-                self._holds[hold.rule_id] = self._holds.get(hold.rule_id, 0) + 1
+                holds[hold.rule_id] = holds.get(hold.rule_id, 0) + 1
         self._occurred.append(occurred_at)
 
     def emitted(self) -> None:

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
-from worker.serde.varints import SMALL as _SMALL
-from worker.serde.varints import VARINTS as _VARINTS
-from worker.serde.varints import read_long, varint
+from worker.varints import SMALL as _SMALL
+from worker.varints import VARINTS as _VARINTS
+from worker.varints import read_long, varint
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()

@@ -31,7 +31,6 @@ from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
 from worker.serde.avro_fast import EPOCH, compile_reader, compile_writer
 from worker.serde.framing import EVENT, LocalRegistry
-from worker.serde.varints import read_long, read_small, varint
 from worker.state.lines import (
     NAMESPACE,
     TYPES,
@@ -41,6 +40,7 @@ from worker.state.lines import (
     published_schema,
 )
 from worker.state.visit_format_old import FORMAT_1, Format1, Json01, charge_writer
+from worker.varints import read_long, read_small, varint
 
 VISIT_FORMAT = 2  # the first byte of a visit's changelog value
 Bodies = Callable[[Charge], bytes]  # a charge's Avro body (remembered, or encoded)

@@ -23,8 +23,8 @@ from rules.model import DecisionStatus
 from rules.visit import Ledger, Published, Visit, VisitKey
 from worker.serde.avro_fast import compile_reader
 from worker.serde.framing import EVENT, LocalRegistry, RegisteredSchema
-from worker.serde.varints import read_long
 from worker.state.lines import NAMESPACE, TYPES, LineRecord, lines_of, published_schema
+from worker.varints import read_long
 
 FORMAT_1 = 1
 
