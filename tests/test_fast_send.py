@@ -11,6 +11,7 @@ from kafka.errors import MessageSizeTooLargeError
 from tests.brokers import BrokerInfo
 from worker.kafka.admin import TopicSpec, create_topics
 from worker.kafka.fast_send import FastSend
+from worker.kafka.reading import read_to_end
 
 MAX_REQUEST = 64 * 1024
 
@@ -25,7 +26,10 @@ def topic(broker: BrokerInfo, topic_prefix: str) -> str:
 @pytest.fixture
 def fast(broker: BrokerInfo) -> Iterator[FastSend]:
     producer = KafkaProducer(
-        bootstrap_servers=broker.bootstrap_servers, max_request_size=MAX_REQUEST
+        # Batches wait for flush(), so a second record joins the first one's batch.
+        bootstrap_servers=broker.bootstrap_servers,
+        max_request_size=MAX_REQUEST,
+        linger_ms=60_000,
     )
     yield FastSend(producer)
     producer.close(timeout=5)
@@ -47,7 +51,17 @@ def test_a_record_over_max_request_size_with_its_overhead_is_refused_as_send_ref
         fast.send(topic, 0, b"key", b"v" * value_bytes, headers)
 
 
-def test_a_record_that_fits_is_sent(fast: FastSend, topic: str) -> None:
-    future = fast.send(topic, 0, b"key", b"v" * (MAX_REQUEST - 200), None)
+def test_records_that_fit_are_sent_and_none_is_refused(
+    fast: FastSend, topic: str, broker: BrokerInfo
+) -> None:
+    """The first record of a batch goes through the accumulator, the next onto the batch
+    directly (batch_append); both are written, and neither errback hears of a refusal."""
+    refused: list[BaseException] = []
+    value = b"v" * 1000
+    fast.send(topic, 0, b"first", value, None, errback=refused.append)
+    fast.send(topic, 0, b"second", b"small", [("h", b"x")], errback=refused.append)
+    assert len(fast.producer._accumulator._batches[fast._tps[(topic, 0)]]) == 1  # one batch
     fast.producer.flush(timeout=30)
-    assert future.get(timeout=1).offset >= 0
+    read = list(read_to_end(broker.bootstrap_servers, [topic], isolation_level="read_uncommitted"))
+    assert [(r.key, len(r.value or b"")) for r in read] == [(b"first", len(value)), (b"second", 5)]
+    assert refused == []

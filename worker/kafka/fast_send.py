@@ -27,7 +27,6 @@ it falls back to `send`, so an upgrade degrades speed, not correctness.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import MessageSizeTooLargeError
@@ -35,6 +34,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
 
 from worker.kafka import batch_append
+from worker.kafka.batch_append import Errback
 
 Headers = list[tuple[str, bytes]]
 
@@ -46,8 +46,9 @@ class FastSend:
         self._sender = getattr(producer, "_sender", None)
         self._transactions = getattr(producer, "_transaction_manager", None)
         self._max_size = int(producer.config["max_request_size"])
-        # Key and value bytes that fit for certain without headers: kafka-python's estimate
-        # adds at most 93 bytes to them (batch header, record overhead, two length varints).
+        # Key, value and header bytes that fit for certain: kafka-python's estimate adds at
+        # most 93 bytes to key and value (batch header, record overhead, two length varints),
+        # 5 for the header count, and a header's UTF-8 name and value with two varints.
         self._sure_fit = self._max_size - 128
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         self._added: set[TopicPartition] = set()  # partitions known to the open transaction
@@ -67,10 +68,13 @@ class FastSend:
         value: bytes | None,
         headers: Headers | None = None,
         timestamp_ms: int | None = None,
-    ) -> Any:
-        """Like `KafkaProducer.send` with an explicit partition; the record's future."""
+        errback: Errback | None = None,
+    ) -> None:
+        """Like `KafkaProducer.send` with an explicit partition; `errback` is called with the
+        error if the record is refused once sent (it runs in the sender thread, as a future's
+        errback does). A record too large to send at all raises here, as `send` does."""
         if not self._fast:
-            return self.producer.send(
+            future = self.producer.send(
                 topic,
                 key=key,
                 value=value,
@@ -78,7 +82,14 @@ class FastSend:
                 headers=headers,
                 timestamp_ms=timestamp_ms,
             )
-        if headers or (len(key) if key else 0) + (len(value) if value else 0) > self._sure_fit:
+            if errback is not None:
+                future.add_errback(errback)
+            return
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            for name, data in headers:  # at most 4 bytes a character, 10 for two varints
+                size += 4 * len(name) + (len(data) if data else 0) + 10
+        if size > self._sure_fit:
             self._check_size(key, value, headers)
         tp = self._tps.get((topic, partition))
         if tp is None:
@@ -88,18 +99,17 @@ class FastSend:
                 self._transactions.maybe_add_partition_to_transaction(tp)
             self._added.add(tp)
         assert self._accumulator is not None and self._sender is not None
-        if self._direct:
-            future = batch_append.append(
-                self._accumulator, tp, key, value, headers or [], timestamp_ms
-            )
-            if future is not None:
-                return future
+        if self._direct and batch_append.append(
+            self._accumulator, tp, key, value, headers or [], timestamp_ms, errback
+        ):
+            return
         future, _, new_batch, _ = self._accumulator.append(
             tp, timestamp_ms, key, value, headers or [], now=time.monotonic()
         )
+        if errback is not None:
+            future.add_errback(errback)
         if new_batch:  # the batch before it is ready to drain (see the module's docstring)
             self._sender.wakeup()
-        return future
 
     def _check_size(self, key: bytes | None, value: bytes | None, headers: Headers | None) -> None:
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])

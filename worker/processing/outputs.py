@@ -22,6 +22,7 @@ from rules.model import DeadLetter, ErrorKind
 from rules.visit import Ledger
 from worker.config import WorkerConfig
 from worker.errors import RecordFailed
+from worker.kafka.batch_append import Errback
 from worker.kafka.fast_send import FastSend
 from worker.kafka.partitioner import key_partition
 from worker.kafka.records import Record, kafka_time
@@ -162,21 +163,33 @@ class TopicOutputs:
         **options: Any,
     ) -> None:
         origin = self.origin
+        errback = self._errback(origin, dead_letter)
         try:
             if "partition" in options:
-                future = self.fast.send(topic, key=key, value=value, **options)
+                self.fast.send(topic, key=key, value=value, errback=errback, **options)
             else:
                 future = self.producer.send(topic, key=key, value=value, **options)
+                if errback is not None:
+                    future.add_errback(errback)
         except _TOO_LARGE as error:
             if origin is None:
                 raise
             cause = f"its outputs are too large: {describe_error(error)}"
             raise RecordFailed(origin, cause, ErrorKind.TOO_LARGE, bare=dead_letter) from error
-        if self.failed is not None:
-            future.add_errback(self.failed.append)
-        refused = self.refused
-        if refused is not None and origin is not None:
-            future.add_errback(lambda error: refused.append((origin, dead_letter, error)))
+
+    def _errback(self, origin: Where | None, dead_letter: bool) -> Errback | None:
+        """What to do if the broker refuses a record sent now: outside a transaction nothing
+        else notices, so the error is collected; the live worker notes the input it came from."""
+        failed, refused = self.failed, self.refused
+        if refused is None or origin is None:
+            return None if failed is None else failed.append
+
+        def note(error: BaseException) -> None:
+            refused.append((origin, dead_letter, error))
+            if failed is not None:
+                failed.append(error)
+
+        return note
 
     def decision(self, ledger: Ledger, decision: Decision, charge_body: bytes | None) -> None:
         topic, key = self.topics.for_ledger(ledger), decision.charge_id.encode()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
@@ -112,17 +112,25 @@ class Checkpoint:
             headers = offset_headers(offsets)
             for write in state.take_writes():
                 culprit = max(write.origins, key=lambda w: sizes.get(w, 0), default=None)
+                errback = None if culprit is None else self._refusal(culprit)
                 try:
-                    future = fast.send(
-                        self.config.changelog_topic, number, write.key, write.value, headers
+                    fast.send(
+                        self.config.changelog_topic,
+                        number,
+                        write.key,
+                        write.value,
+                        headers,
+                        errback=errback,
                     )
                 except MessageSizeTooLargeError as error:
                     if culprit is None:
                         raise
                     cause = f"its visit's changelog record is refused: {describe_error(error)}"
                     raise RecordFailed(culprit, cause, ErrorKind.TOO_LARGE) from error
-                if culprit is not None:
-                    future.add_errback(lambda e, w=culprit: self.refused.append((w, False, e)))
+
+    def _refusal(self, culprit: Where) -> Callable[[BaseException], None]:
+        refused = self.refused
+        return lambda error: refused.append((culprit, False, error))
 
     def commit(self) -> None:
         """Steps 4 to 6."""
