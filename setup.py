@@ -22,9 +22,10 @@ from typing import Any
 from setuptools import setup
 
 # The rules (verdicts, rules by rule ID, versions and fingerprints, packs), the processing path,
-# the visit state, Avro's varints, the direct append of output records and the reading of
-# fetched record batches. rules.charge stays Python: its msgspec Structs are made by msgspec's
-# metaclass, which mypyc does not compile; so does worker.state.changelog (pydantic models).
+# the visit state, Avro's varints, the hot path's Avro readers and writers (generated), the
+# direct append of output records and the reading of fetched record batches. rules.charge stays
+# Python: its msgspec Structs are made by msgspec's metaclass, which mypyc does not compile; so
+# does worker.state.changelog (pydantic models).
 COMPILED = [
     "rules/codes.py",
     "rules/engine.py",
@@ -36,6 +37,7 @@ COMPILED = [
     "worker/kafka/fast_records.py",
     "worker/processing/batch.py",
     "worker/processing/pipeline.py",
+    "worker/serde/avro_built.py",
     "worker/varints.py",
     "worker/state/lines.py",
     "worker/state/store.py",

@@ -16,6 +16,7 @@ our schemas use. Anything else raises UnsupportedSchema at generation time.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 from collections.abc import Callable, Mapping
 from enum import Enum
@@ -39,7 +40,8 @@ class _Source:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names = itertools.count()
-        self.env: dict[str, Any] = {}
+        self.env: dict[str, Any] = {"Any": Any}
+        self.consts: dict[str, str] = {}  # a value of the schema's own, by name: its type
 
     def var(self, stem: str) -> str:
         return f"{stem}{next(self.names)}"
@@ -47,7 +49,14 @@ class _Source:
     def const(self, value: Any, stem: str = "k") -> str:
         name = self.var(stem)
         self.env[name] = value
+        kinds: dict[type, str] = {tuple: "tuple[Any, ...]", dict: "dict[Any, bytes]"}
+        self.consts[name] = kinds.get(type(value), "Any")
         return name
+
+    def key(self) -> str:
+        """What names this code among the built functions (worker.serde.avro_built)."""
+        signature = [f"{name}: {kind}" for name, kind in self.consts.items()]
+        return hashlib.sha256("\n".join([*signature, *self.lines]).encode()).hexdigest()[:16]
 
     def emit(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
@@ -158,6 +167,7 @@ class _ReaderGen:
         other = branches[1] if branches[0] == "null" else branches[0]
         some = 1 if branches[0] == "null" else 0
         e, branch = self.src.emit, self.src.var("u")
+        e(d, f"{target}: Any")  # (typed for the built module: one branch sets None)
         self.long(d, branch)
         e(d, f"if {branch} == {some}:")
         self.value(other, d + 1, target, namespace)
@@ -179,7 +189,7 @@ class _ReaderGen:
     def array(self, schema: dict[str, Any], d: int, target: str, namespace: str) -> None:
         e, items = self.src.emit, self.src.var("a")
         count, item = self.src.var("n"), self.src.var("t")
-        e(d, f"{items} = []")
+        e(d, f"{items}: list[Any] = []")
         e(d, "while True:")
         self.long(d + 1, count)
         e(d + 1, f"if {count} == 0: break")
@@ -212,7 +222,7 @@ def compile_reader(schema: dict[str, Any], types: Types) -> Callable[[bytes, int
     decode (truncated, a bad length, an enum index out of range, a date out of range).
     """
     gen = _ReaderGen(types)
-    gen.src.emit(0, "def read(b, i):")
+    gen.src.emit(0, "def read(b: bytes, i: int) -> tuple[Any, int]:")
     gen.value(schema, 1, "out", "")
     gen.src.emit(1, "return out, i")
     read: Callable[[bytes, int], tuple[Any, int]] = _compiled(gen.src, "read")
@@ -327,18 +337,38 @@ def compile_writer(
     the Python Enum of an Avro enum whose member names differ from its symbols."""
     gen = _WriterGen(types or {})
     gen.src.env["_MS"] = dt.timedelta(milliseconds=1)
-    gen.src.emit(0, "def write(value, w):")
+    gen.src.emit(0, "def write(value: Any, w: bytearray) -> bytearray:")
     gen.value(schema, 1, "value", "")
     gen.src.emit(1, "return w")
     write: Callable[[Any, bytearray], bytearray] = _compiled(gen.src, "write")
     return write
 
 
+# (key, source) of every function generated while it is a list: what worker.state.avro_build
+# writes into worker.serde.avro_built.
+RECORDING: list[tuple[str, _Source]] | None = None
+
+
 def _compiled(src: _Source, name: str) -> Any:
-    code = "\n".join(src.lines)
+    """The function `src` defines: its built (compiled) copy when there is one, bound to the
+    schema's own values; else compiled from the source here."""
+    key = src.key()
+    if RECORDING is not None:
+        RECORDING.append((key, src))
+    build = _built().get(key)
+    if build is not None:
+        return build(**{const: src.env[const] for const in src.consts})
     namespace: dict[str, Any] = dict(src.env)
-    exec(compile(code, f"<avro_fast {name}>", "exec"), namespace)
+    exec(compile("\n".join(src.lines), f"<avro_fast {name}>", "exec"), namespace)
     return namespace[name]
+
+
+def _built() -> dict[str, Callable[..., Any]]:
+    try:
+        from worker.serde.avro_built import FUNCTIONS
+    except ImportError:  # (while worker.state.avro_build writes it anew)
+        return {}
+    return FUNCTIONS
 
 
 def enum_types(*classes: type[Enum]) -> dict[str, type]:
