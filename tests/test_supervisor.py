@@ -213,7 +213,7 @@ def test_a_unit_of_two_processes_decides_a_stream_as_check_does(
     try:
         unit.start()
         produce_events(config, events)
-        progress.wait_drained(120, unit)
+        progress.wait_drained(120, unit, records=len(events))
 
         def shared() -> bool:
             owned = [

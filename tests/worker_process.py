@@ -249,11 +249,18 @@ class GroupProgress:
     def committed_equals_highwater(self) -> bool:
         return self.lag() == 0
 
-    def wait_drained(self, timeout_s: float, *workers: WorkerProcess) -> None:
+    def highwaters(self) -> int:
+        return sum(self.tail.highwater(tp) or 0 for tp in self.tps)
+
+    def wait_drained(self, timeout_s: float, *workers: WorkerProcess, records: int = 0) -> None:
+        """Until the group has committed every record; with `records`, once the highwaters
+        seen count at least that many (a highwater is the last fetch response's: one fetched
+        while the producer was still writing would make a half-read input look drained)."""
+
         def done() -> bool:
             for w in workers:
                 assert w.alive, f"worker {w.instance_id} exited:\n{w.log_tail()}"
-            return self.committed_equals_highwater()
+            return self.committed_equals_highwater() and self.highwaters() >= records
 
         wait_until(done, timeout_s, interval_s=0.1, message="input not fully committed")
 
